@@ -1,0 +1,9 @@
+"""realtime-gateway: a Socket.IO-compatible realtime gateway (python-socketio on aiohttp).
+
+Run it with ``realtime-gateway`` (or ``python -m app``); embed it with :func:`create_app`.
+"""
+
+from .server import create_app
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "create_app"]

@@ -1,0 +1,13 @@
+"""Typed keys for what the gateway stores on the aiohttp application, shared by all routes."""
+
+from __future__ import annotations
+
+import socketio
+from aiohttp import web
+
+from .config import Settings
+from .handlers import ClientEvents
+
+SETTINGS_KEY = web.AppKey("settings", Settings)
+SIO_KEY = web.AppKey("sio", socketio.AsyncServer)
+EVENTS_KEY = web.AppKey("events", ClientEvents)

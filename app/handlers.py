@@ -1,0 +1,234 @@
+"""The client events and what they do, independent of the transport that carried them.
+
+Socket.IO clients reach :meth:`ClientEvents.dispatch` through a catch-all event handler; plain
+WebSocket clients reach it through :mod:`app.plain_ws`. Both get the same answers: a result dict
+for an acknowledged event, or an ``error`` envelope when the client did not ask for an ack.
+
+Every connection is tracked in :attr:`ClientEvents.connections` (by Socket.IO sid) with its
+verified identity; nothing a client sends can change who it is, so ``from``/``from_name`` on
+outgoing messages always come from here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import socketio
+
+from .auth import AuthError, Identity, TokenVerifier, token_from_request
+from .config import Settings
+from .envelope import (
+    BAD_REQUEST,
+    FORBIDDEN,
+    TOO_MANY,
+    ProtocolError,
+    error_envelope,
+    make_envelope,
+    require_object,
+    require_text,
+    require_user_id,
+    validate_room_name,
+)
+from .ratelimit import TokenBucket
+
+log = logging.getLogger(__name__)
+
+IDENTITY_ENVIRON_KEY = "gateway.identity"
+"""Set by transports that authenticate before the Socket.IO connect (the plain-WS adapter)."""
+TRANSPORT_ENVIRON_KEY = "gateway.transport"
+
+
+@dataclass(eq=False)
+class Connection:
+    """One client connection on this node."""
+
+    sid: str
+    identity: Identity
+    transport: str
+    bucket: TokenBucket
+    rooms: set[str] = field(default_factory=set)
+    connected_at: float = field(default_factory=time.time)
+
+
+class ConnectionListener(Protocol):
+    """Told about connections opening and closing on this node (presence, metrics, expiry)."""
+
+    async def connection_opened(self, connection: Connection) -> None: ...
+
+    async def connection_closed(self, connection: Connection) -> None: ...
+
+
+Handler = Callable[[Connection, Any], Awaitable[dict[str, Any]]]
+
+
+class ClientEvents:
+    """Authenticates connections and answers the client events.
+
+    ``dispatch`` is the single entry for inbound events from either transport.
+    """
+
+    def __init__(self, sio: socketio.AsyncServer, settings: Settings, verifier: TokenVerifier) -> None:
+        self.sio = sio
+        self.settings = settings
+        self.verifier = verifier
+        self.connections: dict[str, Connection] = {}
+        self.listeners: list[ConnectionListener] = []
+        self.handlers: dict[str, Handler] = {
+            "join_room": self.join_room,
+            "leave_room": self.leave_room,
+            "room_message": self.room_message,
+            "user_message": self.user_message,
+            "chat": self.user_message,
+            "ping": self.ping,
+        }
+
+    # -- connection lifecycle -------------------------------------------------------------
+
+    def authenticate(self, environ: dict[str, Any], auth: Any) -> Identity:
+        """Return the identity for a Socket.IO connect, raising AuthError when refused."""
+        identity = environ.get(IDENTITY_ENVIRON_KEY)
+        if isinstance(identity, Identity):
+            return identity
+        token = token_from_request(auth, environ.get("QUERY_STRING", ""), environ)
+        return self.verifier.verify(token)
+
+    def register(self, sid: str, identity: Identity, transport: str) -> Connection:
+        connection = Connection(
+            sid=sid,
+            identity=identity,
+            transport=transport,
+            bucket=TokenBucket(self.settings.rate_limit, self.settings.rate_burst),
+        )
+        self.connections[sid] = connection
+        return connection
+
+    async def connected(self, sid: str) -> None:
+        """Called once the Socket.IO handshake completed: join the user's room, say welcome."""
+        connection = self.connections.get(sid)
+        if connection is None:
+            return
+        identity = connection.identity
+        await self.sio.enter_room(sid, identity.user_room)
+        await self.send(
+            sid,
+            make_envelope(
+                "welcome",
+                {
+                    "sid": sid,
+                    "user_id": identity.user_id,
+                    "username": identity.username,
+                    "server_time": time.time(),
+                    "transport": connection.transport,
+                },
+            ),
+        )
+        log.info("connected sid=%s user=%s transport=%s", sid, identity.user_id, connection.transport)
+        for listener in self.listeners:
+            await listener.connection_opened(connection)
+
+    async def disconnected(self, sid: str, reason: Any = None) -> None:
+        connection = self.connections.pop(sid, None)
+        if connection is None:
+            return
+        log.info("disconnected sid=%s user=%s reason=%s", sid, connection.identity.user_id, reason)
+        for listener in self.listeners:
+            await listener.connection_closed(connection)
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    async def dispatch(self, sid: str, event: str, content: Any, ack_requested: bool) -> dict[str, Any] | None:
+        """Run one client event; return the ack payload, or None when no ack was asked for.
+
+        Errors never escape: they become ``{"ok": false, "error": ...}`` for an ack, or an
+        ``error`` envelope sent to the connection, which stays open either way.
+        """
+        connection = self.connections.get(sid)
+        if connection is None:
+            return None
+        try:
+            handler = self.handlers.get(event)
+            if handler is None:
+                raise ProtocolError(BAD_REQUEST, f"unknown message type {event!r}")
+            if not connection.bucket.allow():
+                raise ProtocolError(TOO_MANY, "rate limit exceeded, slow down")
+            result = await handler(connection, content)
+        except ProtocolError as error:
+            if ack_requested:
+                return {"ok": False, "error": error.as_dict()}
+            await self.send(sid, error_envelope(error))
+            return None
+        return result if ack_requested else None
+
+    async def send(self, sid: str, envelope: dict[str, Any]) -> None:
+        await self.sio.emit(envelope["type"], envelope, to=sid)
+
+    # -- events -----------------------------------------------------------------------------
+
+    async def join_room(self, connection: Connection, content: Any) -> dict[str, Any]:
+        room = validate_room_name(content, joining=True)
+        if room not in connection.rooms:
+            if len(connection.rooms) >= self.settings.max_rooms_per_connection:
+                raise ProtocolError(
+                    FORBIDDEN, f"room limit reached ({self.settings.max_rooms_per_connection} per connection)"
+                )
+            await self.sio.enter_room(connection.sid, room)
+            connection.rooms.add(room)
+        return {"ok": True, "room": room}
+
+    async def leave_room(self, connection: Connection, content: Any) -> dict[str, Any]:
+        room = validate_room_name(content, joining=True)
+        if room in connection.rooms:
+            await self.sio.leave_room(connection.sid, room)
+            connection.rooms.discard(room)
+        return {"ok": True, "room": room}
+
+    async def room_message(self, connection: Connection, content: Any) -> dict[str, Any]:
+        body = require_object(content, "room_message")
+        room = validate_room_name(body.get("room"))
+        require_text(body, "room_message")
+        if room not in connection.rooms:
+            raise ProtocolError(FORBIDDEN, f"not a member of room {room!r}; join it first")
+        identity = connection.identity
+        envelope = make_envelope(
+            "room_message",
+            {**body, "from": identity.user_id, "from_name": identity.username},
+            from_=identity.user_id,
+            from_name=identity.username,
+            room=room,
+        )
+        await self.sio.emit("room_message", envelope, room=room)
+        return {"ok": True, "id": envelope["id"]}
+
+    async def user_message(self, connection: Connection, content: Any) -> dict[str, Any]:
+        body = require_object(content, "user_message")
+        to = require_user_id(body.get("to"), "user_message")
+        require_text(body, "user_message")
+        identity = connection.identity
+        envelope = make_envelope(
+            "user_message",
+            {**body, "to": to, "from": identity.user_id, "from_name": identity.username},
+            from_=identity.user_id,
+            from_name=identity.username,
+            to=to,
+        )
+        await self.sio.emit("user_message", envelope, room=f"user:{to}")
+        return {"ok": True, "id": envelope["id"]}
+
+    async def ping(self, connection: Connection, content: Any) -> dict[str, Any]:
+        await self.send(connection.sid, make_envelope("pong", {"server_time": time.time()}))
+        return {"ok": True, "server_time": time.time()}
+
+
+def refuse(error: AuthError) -> socketio.exceptions.ConnectionRefusedError:
+    """A Socket.IO connect refusal whose data carries ``{"code", "message"}``.
+
+    python-socketio clients see the dict itself; socket.io-client (JS) exposes ``err.message``
+    and ``err.data`` (the nested copy), so both find the code.
+    """
+    refusal = socketio.exceptions.ConnectionRefusedError(error.message)
+    refusal.error_args = {**error.as_dict(), "data": error.as_dict()}
+    return refusal

@@ -1,0 +1,129 @@
+"""Builds the aiohttp application and the Socket.IO server, and wires every part together.
+
+Request path: aiohttp -> Engine.IO (``/socket.io/``) or the plain-WS adapter (``/ws``) ->
+:class:`GatewayServer` -> :class:`~app.handlers.ClientEvents` -> the client manager, which
+delivers to rooms on this node and, when clustered, publishes through Redis to the others.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from typing import Any
+
+import socketio
+from aiohttp import web
+
+from .appkeys import EVENTS_KEY, SETTINGS_KEY, SIO_KEY
+from .auth import AuthError, TokenVerifier
+from .config import Settings
+from .handlers import TRANSPORT_ENVIRON_KEY, ClientEvents, refuse
+from .plain_ws import handle_ws
+
+log = logging.getLogger(__name__)
+
+_ack_requested: contextvars.ContextVar[bool] = contextvars.ContextVar("ack_requested", default=False)
+
+
+class GatewayServer(socketio.AsyncServer):
+    """python-socketio's AsyncServer with two hooks the gateway needs.
+
+    - Handlers must know whether the client asked for an ack (errors then travel in the ack,
+      otherwise as an ``error`` envelope); python-socketio only knows it one level up, in
+      ``_handle_event_internal``, so it is passed down in a context variable.
+    - The ``welcome`` envelope must follow the CONNECT packet, so it is sent after
+      ``_handle_connect`` has completed the handshake rather than from the connect handler.
+    """
+
+    events: ClientEvents
+
+    async def _handle_event_internal(self, server, sid, eio_sid, data, namespace, id):  # type: ignore[no-untyped-def]
+        token = _ack_requested.set(id is not None)
+        try:
+            await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
+        finally:
+            _ack_requested.reset(token)
+
+    async def _handle_connect(self, eio_sid, namespace, data):  # type: ignore[no-untyped-def]
+        await super()._handle_connect(eio_sid, namespace, data)
+        namespace = namespace or "/"
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if sid is not None and self.manager.is_connected(sid, namespace):
+            await self.events.connected(sid)
+
+
+def create_manager(settings: Settings) -> socketio.AsyncManager:
+    if settings.redis_url:
+        return socketio.AsyncRedisManager(settings.redis_url)
+    return socketio.AsyncManager()
+
+
+def create_sio(settings: Settings) -> GatewayServer:
+    return GatewayServer(
+        async_mode="aiohttp",
+        client_manager=create_manager(settings),
+        cors_allowed_origins=settings.cors_origins,
+        max_http_buffer_size=settings.max_message_bytes,
+        ping_interval=settings.ping_interval,
+        ping_timeout=settings.ping_timeout,
+        logger=False,
+        engineio_logger=False,
+    )
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The whole gateway as one aiohttp application (used by the CLI and by embedders)."""
+    verifier = TokenVerifier(settings.jwt_public_key or settings.jwt_secret or "", settings.jwt_algorithms)
+    sio = create_sio(settings)
+    events = ClientEvents(sio, settings, verifier)
+    sio.events = events
+
+    @sio.event
+    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        try:
+            identity = events.authenticate(environ, auth)
+        except AuthError as error:
+            log.info("connection refused: %s", error.message)
+            raise refuse(error) from None
+        events.register(sid, identity, environ.get(TRANSPORT_ENVIRON_KEY, "socket.io"))
+
+    @sio.event
+    async def disconnect(sid: str, reason: Any = None) -> None:
+        await events.disconnected(sid, reason)
+
+    @sio.on("*")
+    async def any_event(event: str, sid: str, *args: Any) -> dict[str, Any] | None:
+        return await events.dispatch(sid, event, args[0] if args else None, _ack_requested.get())
+
+    app = web.Application(client_max_size=settings.max_message_bytes)
+    app[SETTINGS_KEY] = settings
+    app[SIO_KEY] = sio
+    app[EVENTS_KEY] = events
+    sio.attach(app)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/ws", handle_ws)
+    app.on_startup.append(_start_manager)
+    app.on_shutdown.append(_disconnect_everyone)
+    return app
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _start_manager(app: web.Application) -> None:
+    """Start the client manager now, not at the first connection, so a cluster node listens
+    to Redis (and back-end emits reach it) from the moment it is up."""
+    sio = app[SIO_KEY]
+    if not sio.manager_initialized:
+        sio.manager_initialized = True
+        sio.manager.initialize()
+
+
+async def _disconnect_everyone(app: web.Application) -> None:
+    sio = app[SIO_KEY]
+    for sid in list(app[EVENTS_KEY].connections):
+        try:
+            await sio.disconnect(sid)
+        except Exception:  # a connection that is already gone must not stop the shutdown
+            log.debug("disconnect of %s during shutdown failed", sid, exc_info=True)
