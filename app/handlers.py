@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import socketio
 
-from .auth import AuthError, Identity, TokenVerifier, token_from_request
+from .auth import AuthError, Identity, TokenVerifier, token_from_request, user_room
 from .config import Settings
 from .envelope import (
     BAD_REQUEST,
@@ -33,6 +33,7 @@ from .envelope import (
     require_user_id,
     validate_room_name,
 )
+from .metrics import ERRORS, EVENT_LATENCY, MESSAGES_RECEIVED, MESSAGES_SENT
 from .ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
@@ -149,22 +150,35 @@ class ClientEvents:
         connection = self.connections.get(sid)
         if connection is None:
             return None
+        handler = self.handlers.get(event)
+        # unknown types share one label so clients cannot grow the metric's label set
+        label = event if handler is not None else "unknown"
+        MESSAGES_RECEIVED.labels(label).inc()
+        started = time.perf_counter()
         try:
-            handler = self.handlers.get(event)
             if handler is None:
                 raise ProtocolError(BAD_REQUEST, f"unknown message type {event!r}")
             if not connection.bucket.allow():
                 raise ProtocolError(TOO_MANY, "rate limit exceeded, slow down")
             result = await handler(connection, content)
         except ProtocolError as error:
+            ERRORS.labels(str(error.code)).inc()
             if ack_requested:
                 return {"ok": False, "error": error.as_dict()}
             await self.send(sid, error_envelope(error))
             return None
+        finally:
+            EVENT_LATENCY.labels(label).observe(time.perf_counter() - started)
         return result if ack_requested else None
 
     async def send(self, sid: str, envelope: dict[str, Any]) -> None:
-        await self.sio.emit(envelope["type"], envelope, to=sid)
+        await self.emit(envelope, to=sid)
+
+    async def emit(self, envelope: dict[str, Any], to: str | None = None) -> None:
+        """Deliver an envelope to a connection sid, a room (``user:<id>`` for a user) or, with
+        ``to=None``, everyone; cluster-wide when Redis is configured."""
+        MESSAGES_SENT.labels(envelope["type"]).inc()
+        await self.sio.emit(envelope["type"], envelope, to=to)
 
     # -- events -----------------------------------------------------------------------------
 
@@ -200,7 +214,7 @@ class ClientEvents:
             from_name=identity.username,
             room=room,
         )
-        await self.sio.emit("room_message", envelope, room=room)
+        await self.emit(envelope, to=room)
         return {"ok": True, "id": envelope["id"]}
 
     async def user_message(self, connection: Connection, content: Any) -> dict[str, Any]:
@@ -215,7 +229,7 @@ class ClientEvents:
             from_name=identity.username,
             to=to,
         )
-        await self.sio.emit("user_message", envelope, room=f"user:{to}")
+        await self.emit(envelope, to=user_room(to))
         return {"ok": True, "id": envelope["id"]}
 
     async def ping(self, connection: Connection, content: Any) -> dict[str, Any]:

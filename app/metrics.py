@@ -1,0 +1,39 @@
+"""Prometheus metrics, defined once here so every module counts into the same series.
+
+Names follow Prometheus conventions (``_total`` for counters, base units). Exposed at
+``GET /metrics``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+CONNECTIONS = Gauge(
+    "gateway_connections", "Open client connections on this node", ["transport"], registry=REGISTRY
+)
+MESSAGES_RECEIVED = Counter(
+    "gateway_messages_received_total", "Client messages received, by type", ["type"], registry=REGISTRY
+)
+MESSAGES_SENT = Counter(
+    "gateway_messages_sent_total", "Envelopes emitted by this node, by type", ["type"], registry=REGISTRY
+)
+ERRORS = Counter("gateway_errors_total", "Errors answered to clients, by code", ["code"], registry=REGISTRY)
+ROOMS = Gauge("gateway_rooms", "Rooms with at least one member on this node", registry=REGISTRY)
+REDIS_PUBLISH_FAILURES = Counter(
+    "gateway_redis_publish_failures_total", "Publishes to Redis that failed", registry=REGISTRY
+)
+BRIDGE_DROPPED = Counter(
+    "gateway_bridge_dropped_total",
+    "Malformed payloads dropped from the websocket:* Redis channels",
+    ["reason"],
+    registry=REGISTRY,
+)
+EVENT_LATENCY = Histogram(
+    "gateway_event_handling_seconds",
+    "Time to handle one client event",
+    ["type"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+    registry=REGISTRY,
+)
