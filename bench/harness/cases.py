@@ -1,0 +1,78 @@
+"""The scenario matrix: which load-generator runs make up a bench, and which table rows each
+one yields. Sizes come from the command line (see run.py); --smoke shrinks all of them."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the report: `metric` of the loadgen result, shown in `unit`."""
+
+    label: str
+    metric: str
+    unit: str
+    higher_is_better: bool = True
+    has_latency: bool = True
+    has_delivery: bool = False  # lost / duplicated / order columns apply
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str
+    scenario: str  # loadgen scenario
+    args: dict
+    rows: tuple
+    nodes: int = 1  # 2: a cluster through Redis, clients spread over both nodes
+    needs_ws: bool = False
+
+
+def k(n):
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+def messages_for(clients, opts):
+    """Messages per fan-out run: --messages if given, else --deliveries spread over the room
+    (so a 5k room gets fewer messages than a 1k room and every run has the same total work)."""
+    if opts.messages:
+        return opts.messages
+    return max(10, opts.deliveries // clients)
+
+
+def fanout_rows(label):
+    return (Row(label, "msgs_per_s", "delivered msgs/s", has_delivery=True),)
+
+
+def build_cases(opts):
+    cases = []
+    for n in opts.connect_clients:
+        cases.append(Case(f"connect-{n}", "connect", {"clients": n}, (
+            Row(f"connect {k(n)}", "conns_per_s", "connections/s"),
+            Row(f"idle memory {k(n)}", "kb_per_conn", "KB per connection",
+                higher_is_better=False, has_latency=False),
+        )))
+    for n in opts.clients:
+        m = messages_for(n, opts)
+        cases.append(Case(f"fanout-{n}", "fanout", {"clients": n, "messages": m},
+                          fanout_rows(f"fan-out {k(n)} x {m}")))
+    if opts.mixed_clients:
+        n = opts.mixed_clients
+        m = messages_for(n, opts)
+        cases.append(Case("mixed", "fanout", {"clients": n, "messages": m, "ws-share": 0.5},
+                          fanout_rows(f"mixed room {k(n)} x {m} (half plain WS)"),
+                          needs_ws=True))
+    if opts.ping_clients:
+        cases.append(Case("ping", "ping", {"clients": opts.ping_clients,
+                                           "duration-ms": int(opts.ping_seconds * 1000)},
+                          (Row(f"ping {opts.ping_clients} clients", "rtt_per_s",
+                               "round trips/s"),)))
+    if opts.stock_clients:
+        n = opts.stock_clients
+        m = messages_for(n, opts)
+        cases.append(Case("stock", "fanout", {"clients": n, "messages": m, "client": "stock"},
+                          fanout_rows(f"fan-out {k(n)} x {m}, stock socket.io-client")))
+    if opts.cluster_clients:
+        n = opts.cluster_clients
+        m = messages_for(n, opts)
+        cases.append(Case("cluster", "fanout", {"clients": n, "messages": m},
+                          fanout_rows(f"2 nodes + Redis, fan-out {k(n)} x {m}"), nodes=2))
+    return cases

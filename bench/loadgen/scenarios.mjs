@@ -1,0 +1,231 @@
+// The bench scenarios. Each takes the parsed options and returns a flat object of results.
+// Every loop here is bounded: by a message count, a duration, or a stall timeout.
+import { signJwt } from '../shared/jwt.mjs';
+import { CLIENTS, mark } from './clients.mjs';
+import { cpuWindow, latencySummary, nowMicros, rssBytes } from './measure.mjs';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const ROOM = 'bench';
+
+function tokenFor(i, secret) {
+  const exp = Math.floor(Date.now() / 1000) + 3600;
+  return signJwt({ user_id: `u${i}`, username: `user ${i}`, exp }, secret);
+}
+
+// Opens `count` connections, at most `concurrency` handshakes in flight. makeClient(i) returns
+// {Client, url, hooks}. Resolves to {clients, latencies (µs), failed, firstError}.
+async function openMany(count, concurrency, opts, makeClient) {
+  const clients = new Array(count);
+  const latencies = [];
+  let failed = 0;
+  let firstError = null;
+  let next = 0;
+  async function worker() {
+    while (next < count) {
+      const i = next++;
+      const { Client, url, hooks } = makeClient(i);
+      const t0 = nowMicros();
+      try {
+        clients[i] = await Client.open(url, tokenFor(i, opts.secret), hooks, opts);
+        latencies.push(nowMicros() - t0);
+      } catch (err) {
+        failed++;
+        firstError ??= err.message;
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
+  return { clients: clients.filter(Boolean), latencies, failed, firstError };
+}
+
+const closeAll = (clients) => clients.forEach((c) => c.close());
+
+// Bookkeeping for one fan-out: which member got which message, in which order, how late.
+class FanoutTracker {
+  constructor(members, total, warmup) {
+    Object.assign(this, { members, total, warmup });
+    this.seen = new Uint8Array(members * total);
+    this.perMessage = new Uint32Array(total);
+    this.lastSeq = new Int32Array(members).fill(-1);
+    this.latencies = new Float64Array(members * (total - warmup));
+    this.nLat = 0;
+    this.delivered = 0;
+    this.duplicates = 0;
+    this.outOfOrder = 0;
+    this.malformed = 0;
+    this.completed = 0;
+    this.lastDeliveryAt = 0;
+    this.wake = null;
+  }
+
+  record(member, seq, sentAt) {
+    if (seq >= this.total) { this.malformed++; return; }
+    const at = nowMicros();
+    const slot = member * this.total + seq;
+    if (this.seen[slot]) { this.duplicates++; return; }
+    this.seen[slot] = 1;
+    if (seq < this.lastSeq[member]) this.outOfOrder++;
+    this.lastSeq[member] = seq;
+    this.delivered++;
+    if (seq >= this.warmup) {
+      this.latencies[this.nLat++] = at - sentAt;
+      this.lastDeliveryAt = at;
+    }
+    if (++this.perMessage[seq] === this.members) {
+      this.completed++;
+      if (this.wake) { this.wake(); this.wake = null; }
+    }
+  }
+
+  // Waits until a message completes; false if nothing at all arrived for stallMs (loss).
+  async progress(stallMs) {
+    const before = this.delivered;
+    for (;;) {
+      const woke = await new Promise((resolve) => {
+        const timer = setTimeout(() => resolve(false), stallMs);
+        this.wake = () => { clearTimeout(timer); resolve(true); };
+      });
+      if (woke) return true;
+      if (this.delivered === before) return false;
+    }
+  }
+}
+
+// N members in one room (the sender among them), M marked messages from one sender with at most
+// `window` messages not yet delivered to every member. Used for plain, mixed and cluster fan-out:
+// member i connects to urls[i % urls.length] and is a plain-WS client when i falls in the ws share.
+export async function fanout(o) {
+  const total = o.warmup + o.messages;
+  const tracker = new FanoutTracker(o.clients, total, o.warmup);
+  const wsEvery = o.wsShare > 0 ? Math.round(1 / o.wsShare) : 0;
+  const kindOf = (i) => (wsEvery && i % wsEvery === wsEvery - 1 ? 'ws' : o.client);
+  const { clients, failed, firstError } = await openMany(o.clients, o.concurrency, o, (i) => ({
+    Client: CLIENTS[kindOf(i)],
+    url: o.urls[i % o.urls.length],
+    hooks: { onMark: (seq, t) => tracker.record(i, seq, t) },
+  }));
+  if (failed) {
+    closeAll(clients);
+    return { error: `${failed} of ${o.clients} connections failed: ${firstError}` };
+  }
+  const acks = await Promise.all(clients.map((c) => c.request('join_room', ROOM)));
+  const refused = acks.filter((a) => !a?.ok).length;
+  if (refused) {
+    closeAll(clients);
+    return { error: `${refused} join_room refused` };
+  }
+  if (o.urls.length > 1) await sleep(200); // let every node's Redis subscription settle
+
+  const sender = clients[0];
+  let cpu = null;
+  let startedAt = 0;
+  let stalled = false;
+  for (let seq = 0; seq < total && !stalled; seq++) {
+    if (seq === o.warmup) {
+      // Measure from a drained pipe: every warm-up message delivered everywhere.
+      while (tracker.completed < o.warmup && !stalled) stalled = !(await tracker.progress(o.stallMs));
+      cpu = cpuWindow(o.pids);
+      startedAt = nowMicros();
+    }
+    while (seq - tracker.completed >= o.window && !stalled) stalled = !(await tracker.progress(o.stallMs));
+    sender.emit('room_message', { room: ROOM, text: mark(seq, nowMicros()) });
+  }
+  while (tracker.completed < total && !stalled) stalled = !(await tracker.progress(o.stallMs));
+  const usage = cpu ? cpu.stop() : {};
+  closeAll(clients);
+
+  const measured = tracker.nLat;
+  const seconds = (tracker.lastDeliveryAt - startedAt) / 1e6;
+  return {
+    members: o.clients,
+    ws_members: wsEvery ? clients.filter((_, i) => kindOf(i) === 'ws').length : 0,
+    messages: o.messages,
+    delivered: measured,
+    msgs_per_s: seconds > 0 ? Math.round(measured / seconds) : 0,
+    ...latencySummary(tracker.latencies.subarray(0, measured)),
+    lost: o.clients * total - tracker.delivered,
+    duplicated: tracker.duplicates,
+    out_of_order: tracker.outOfOrder,
+    malformed: tracker.malformed,
+    ...usage,
+  };
+}
+
+// Connect rate (handshake to "welcome", `concurrency` in flight) and then the server's resident
+// memory per idle connection: RSS growth over a warmed-up baseline, divided by N.
+export async function connect(o) {
+  const rss = () => o.pids.reduce((sum, pid) => sum + rssBytes(pid), 0);
+  const hooks = { onMark() {} };
+  const warm = await openMany(Math.min(20, o.clients), o.concurrency, o,
+    () => ({ Client: CLIENTS[o.client], url: o.urls[0], hooks }));
+  closeAll(warm.clients);
+  await sleep(o.settleMs);
+  const rss0 = rss();
+
+  const cpu = cpuWindow(o.pids);
+  const t0 = nowMicros();
+  const { clients, latencies, failed } = await openMany(o.clients, o.concurrency, o,
+    (i) => ({ Client: CLIENTS[o.client], url: o.urls[i % o.urls.length], hooks }));
+  const seconds = (nowMicros() - t0) / 1e6;
+  const usage = cpu.stop();
+  await sleep(o.settleMs);
+  const rss1 = rss();
+  closeAll(clients);
+  return {
+    connections: clients.length,
+    failed,
+    conns_per_s: Math.round(clients.length / seconds),
+    ...latencySummary(latencies),
+    kb_per_conn: Math.round(((rss1 - rss0) / Math.max(1, clients.length) / 1024) * 10) / 10,
+    ...usage,
+  };
+}
+
+// `clients` connections, each in a closed loop for `durationMs`: send `ping`, wait for `pong`.
+export async function ping(o) {
+  const waiters = new Array(o.clients).fill(null);
+  const { clients, failed, firstError } = await openMany(o.clients, o.concurrency, o, (i) => ({
+    Client: CLIENTS[o.client],
+    url: o.urls[i % o.urls.length],
+    hooks: {
+      onMark() {},
+      onEnvelope(env) {
+        if (env?.type === 'pong' && waiters[i]) { waiters[i](); waiters[i] = null; }
+      },
+    },
+  }));
+  if (failed) {
+    closeAll(clients);
+    return { error: `${failed} of ${o.clients} connections failed: ${firstError}` };
+  }
+  const latencies = [];
+  let lost = 0;
+  const cpu = cpuWindow(o.pids);
+  const t0 = nowMicros();
+  const deadline = t0 + o.durationMs * 1000;
+  await Promise.all(clients.map(async (c, i) => {
+    while (nowMicros() < deadline) {
+      const sent = nowMicros();
+      const answered = await new Promise((resolve) => {
+        const timer = setTimeout(() => resolve(false), o.stallMs);
+        waiters[i] = () => { clearTimeout(timer); resolve(true); };
+        c.emit('ping', null);
+      });
+      if (!answered) { lost++; return; }
+      latencies.push(nowMicros() - sent);
+    }
+  }));
+  const seconds = (nowMicros() - t0) / 1e6;
+  const usage = cpu.stop();
+  closeAll(clients);
+  return {
+    clients: clients.length,
+    round_trips: latencies.length,
+    rtt_per_s: Math.round(latencies.length / seconds),
+    ...latencySummary(latencies),
+    lost,
+    ...usage,
+  };
+}
+
+export const SCENARIOS = { fanout, connect, ping };

@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Benchmark realtime-gateway against Node socket.io 4.8 and vanilla python-socketio, side by side.
+
+    /work/venv/bin/python bench/run.py              # full run (see docs/benchmarks.md)
+    /work/venv/bin/python bench/run.py --smoke      # tiny sizes, one run, < 60 s
+
+Each server runs pinned to core 0, the Node load generator (bench/loadgen) to core 1. For every
+run, every server is started fresh and every scenario is run against it; servers take turns so
+machine noise hits them alike. Prints a Markdown table of medians with ratios vs Node; raw
+results go to --json. The Python servers run on the interpreter running this script.
+"""
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import cases as casemod  # noqa: E402
+from harness import report  # noqa: E402
+from harness.servers import BENCH, KINDS, Launcher, free_ports  # noqa: E402
+
+SERVER_CORE, LOADGEN_CORE = 0, 1
+
+
+def parse_args(argv=None):
+    ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny sizes, one run (20 clients, 50 messages): a check, not a measure")
+    p.add_argument("--servers", default="node,vanilla,gateway",
+                   help="comma list of node, vanilla, gateway (gateway: skipped if app/ is "
+                        "missing)")
+    p.add_argument("--runs", type=int, default=3, help="runs per case; medians are reported")
+    p.add_argument("--clients", type=ints, default=[1000, 5000], help="fan-out room sizes")
+    p.add_argument("--deliveries", type=int, default=200_000,
+                   help="fan-out work per run: messages = deliveries / room size")
+    p.add_argument("--messages", type=int, default=0, help="fixed messages per fan-out run")
+    p.add_argument("--window", type=int, default=16,
+                   help="messages in flight (not yet delivered to every member)")
+    p.add_argument("--mixed-clients", type=int, default=1000, help="0 skips the mixed room")
+    p.add_argument("--cluster-clients", type=int, default=1000, help="0 skips the cluster")
+    p.add_argument("--connect-clients", type=ints, default=[1000, 5000])
+    p.add_argument("--ping-clients", type=int, default=100, help="0 skips ping")
+    p.add_argument("--ping-seconds", type=float, default=3.0)
+    p.add_argument("--stock-clients", type=int, default=200,
+                   help="fan-out with the stock socket.io-client (cross-check); 0 skips it")
+    p.add_argument("--no-deflate", action="store_true",
+                   help="clients do not offer permessage-deflate (browsers do)")
+    p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    p.add_argument("--python", default=sys.executable, help="interpreter for Python servers")
+    p.add_argument("--json", type=Path, default=BENCH / "results" / "latest.json",
+                   help="raw results file")
+    opts = p.parse_args(argv)
+    if opts.smoke:
+        opts.runs, opts.clients, opts.messages = 1, [20], 50
+        opts.mixed_clients = opts.cluster_clients = opts.stock_clients = 20
+        opts.connect_clients, opts.ping_clients, opts.ping_seconds = [20], 20, 0.5
+    return opts
+
+
+def ensure_node_deps():
+    if not (BENCH / "node_modules" / "socket.io").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=BENCH,
+                       check=True)
+
+
+def run_loadgen(case, urls, pids, opts):
+    """One loadgen process for one case; returns its JSON result (or {"error": ...})."""
+    argv = ["node", str(BENCH / "loadgen" / "main.mjs"), "--scenario", case.scenario,
+            "--secret", opts.secret, "--pids", ",".join(map(str, pids)),
+            "--window", str(opts.window), "--url", ",".join(urls)]
+    for name, value in case.args.items():
+        argv += [f"--{name}", str(value)]
+    if opts.smoke:
+        argv += ["--settle-ms", "200", "--stall-ms", "3000"]
+    if opts.no_deflate:
+        argv.append("--no-deflate")
+    if opts.pin:
+        argv = ["taskset", "-c", str(LOADGEN_CORE), *argv]
+    timeout = 900
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 30)
+    except subprocess.TimeoutExpired:
+        return {"error": f"loadgen killed after {timeout + 30}s"}
+    lines = out.stdout.strip().splitlines()
+    try:
+        result = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        return {"error": f"loadgen exit {out.returncode}: {out.stderr.strip()[-200:]}"}
+    if case.needs_ws and "/ws answered HTTP" in result.get("error", ""):
+        result["skipped"] = "no /ws endpoint"
+    return result
+
+
+def start_nodes(kind, nodes, launcher):
+    """One server, or a cluster of `nodes` joined through a private redis-server."""
+    redis_url = None
+    if nodes > 1:
+        redis_port, *ports = free_ports(nodes + 1)
+        launcher.redis(redis_port)
+        redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    else:
+        ports = free_ports(1)
+    procs = [launcher.server(kind, port, redis_url) for port in ports]
+    return procs, [f"http://127.0.0.1:{port}" for port in ports]
+
+
+def run_server(kind, cases, launcher, opts, run):
+    """Starts `kind` fresh (single node, then a cluster if asked), runs its cases, stops it."""
+    records = []
+
+    def record(case, result):
+        records.append({"server": kind.name, "case": case.key, "run": run, "result": result})
+        shown = result.get("error") or {k: v for k, v in result.items() if k != "scenario"}
+        print(f"  [{kind.name} run {run + 1}] {case.key}: {shown}", file=sys.stderr, flush=True)
+
+    for nodes in sorted({c.nodes for c in cases}):
+        todo = [c for c in cases if c.nodes == nodes]
+        try:
+            procs, urls = start_nodes(kind, nodes, launcher)
+            for case in todo:
+                record(case, run_loadgen(case, urls, [p.pid for p in procs], opts))
+        except RuntimeError as exc:
+            for case in todo:
+                record(case, {"error": f"server did not start: {exc}"})
+        finally:
+            launcher.stop_all()
+    return records
+
+
+def main(argv=None):
+    opts = parse_args(argv)
+    opts.pin = not opts.no_pin and shutil.which("taskset") and (os.cpu_count() or 1) >= 2
+    opts.secret = secrets.token_hex(16)
+    ensure_node_deps()
+    kinds = [KINDS[name] for name in opts.servers.split(",")]
+    skipped = [k.name for k in kinds if not k.available()]
+    kinds = [k for k in kinds if k.available()]
+    if skipped:
+        print(f"skipping (not present): {', '.join(skipped)}", file=sys.stderr)
+    cases = casemod.build_cases(opts)
+    log_dir = opts.json.parent / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    launcher = Launcher(opts.python, opts.secret, log_dir, SERVER_CORE if opts.pin else None)
+
+    started = time.monotonic()
+    records = []
+    try:
+        for run in range(opts.runs):
+            for kind in kinds:  # servers take turns within each run
+                records += run_server(kind, cases, launcher, opts, run)
+    finally:
+        launcher.stop_all()
+
+    servers = [k.name for k in kinds]
+    labels = {k.name: k.label for k in kinds}
+    summaries = report.summarize(records)
+    opts.json.parent.mkdir(parents=True, exist_ok=True)
+    opts.json.write_text(json.dumps({
+        "args": {k: v for k, v in vars(opts).items() if k not in ("secret", "json")},
+        "seconds": round(time.monotonic() - started, 1),
+        "records": records,
+        "summaries": [{"case": c, "server": s, **v} for (c, s), v in summaries.items()],
+    }, indent=1, default=str))
+    pinning = (f"servers pinned to core {SERVER_CORE}, load generator to core {LOADGEN_CORE}"
+               if opts.pin else "not pinned")
+    print(f"## Results ({opts.runs} run(s) each, medians; {pinning})\n")
+    print(report.detailed_table(cases, servers, labels, summaries))
+    print("\n## Summary (value, ratio vs Node)\n")
+    print(report.summary_table(cases, servers, labels, summaries))
+    print(f"\nraw results: {opts.json}; took {time.monotonic() - started:.0f}s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
