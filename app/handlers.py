@@ -215,7 +215,7 @@ class ClientEvents:
             room=room,
         )
         await self.emit(envelope, to=room)
-        return {"ok": True, "id": envelope["id"]}
+        return {"ok": True, "message_id": envelope["id"]}
 
     async def user_message(self, connection: Connection, content: Any) -> dict[str, Any]:
         body = require_object(content, "user_message")
@@ -230,7 +230,7 @@ class ClientEvents:
             to=to,
         )
         await self.emit(envelope, to=user_room(to))
-        return {"ok": True, "id": envelope["id"]}
+        return {"ok": True, "message_id": envelope["id"]}
 
     async def ping(self, connection: Connection, content: Any) -> dict[str, Any]:
         await self.send(connection.sid, make_envelope("pong", {"server_time": time.time()}))

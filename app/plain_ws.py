@@ -240,4 +240,4 @@ async def _handle_text(events: ClientEvents, socket: PlainSocket, sid: str, text
         return
     result = await events.dispatch(sid, type_, content, ack_requested=ack_id is not None)
     if ack_id is not None and result is not None:
-        socket.push(encode(make_envelope("ack", {"id": ack_id, **result})))
+        socket.push(encode(make_envelope("ack", {**result, "id": ack_id})))

@@ -80,11 +80,11 @@ async def test_user_message_to_all_devices_across_transports(gateway, clients):
     sio_device = await clients.sio(gateway.url, make_token(bob))
     await sender.send({"type": "user_message", "content": {"to": bob, "text": "both?", "from": "forged"}, "id": 1})
     ack = await sender.inbox.next("ack")
-    assert ack["content"]["ok"] is True
+    assert ack["content"]["ok"] is True and ack["content"]["id"] == 1
     for device in (ws_device, sio_device):
         envelope = await device.inbox.next("user_message")
         assert envelope["content"]["text"] == "both?" and envelope["content"]["from"] != "forged"
-        assert envelope["id"] == ack["content"]["id"]
+        assert envelope["id"] == ack["content"]["message_id"]
 
 
 async def test_mixed_room_socketio_and_plain_ws(gateway, clients):

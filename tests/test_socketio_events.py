@@ -97,14 +97,14 @@ async def test_join_room_message_reaches_members_only_with_server_set_sender(gat
     assert (await b.call("join_room", room))["ok"] is True
 
     ack = await a.call("room_message", {"room": room, "text": "hi", "from": "forged", "from_name": "Forged"})
-    assert ack["ok"] is True and ack["id"]
+    assert ack["ok"] is True and ack["message_id"]
     for client in (a, b):  # the sender is included
         envelope = await client.inbox.next("room_message")
         assert envelope["room"] == room
         assert envelope["from"] == alice and envelope["from_name"] == "Alice"
         assert envelope["content"]["text"] == "hi"
         assert envelope["content"]["from"] == alice  # the forged value is overwritten
-        assert envelope["id"] == ack["id"]
+        assert envelope["id"] == ack["message_id"]
     assert await c.inbox.quiet("room_message") == []
 
 
