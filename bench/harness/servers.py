@@ -37,7 +37,7 @@ class ServerKind:
     name: str
     label: str
     argv: callable  # (python, port, redis_url) -> list[str]
-    cwd: Path = REPO
+    env: dict = field(default_factory=dict)
 
     def available(self):
         return self.name != "gateway" or (REPO / "app" / "__main__.py").exists()
@@ -60,7 +60,10 @@ def _gateway_argv(py, port, _redis_url):
 KINDS = {
     "node": ServerKind("node", "Node socket.io 4.8", _node_argv),
     "vanilla": ServerKind("vanilla", "python-socketio (vanilla)", _vanilla_argv),
-    "gateway": ServerKind("gateway", "realtime-gateway", _gateway_argv),
+    # The gateway's per-connection rate limit (50 msgs/s by default) would throttle the bench's
+    # sender and ping loops; the reference servers have none, so it is lifted here.
+    "gateway": ServerKind("gateway", "realtime-gateway", _gateway_argv,
+                          {"RATE_LIMIT": "1000000000", "RATE_BURST": "1000000000"}),
 }
 
 
@@ -93,12 +96,12 @@ class Launcher:
     core: int | None
     procs: list = field(default_factory=list)
 
-    def spawn(self, argv, name, env=None, cwd=REPO):
+    def spawn(self, argv, name, env=None):
         if self.core is not None:
             argv = ["taskset", "-c", str(self.core), *argv]
         log = self.log_dir / f"{name}.log"
         with open(log, "ab") as out:
-            popen = subprocess.Popen(argv, cwd=cwd, env={**os.environ, **(env or {})},
+            popen = subprocess.Popen(argv, cwd=REPO, env={**os.environ, **(env or {})},
                                      stdout=out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         proc = Proc(popen, log)
@@ -107,7 +110,7 @@ class Launcher:
 
     def server(self, kind, port, redis_url=None):
         env = {"JWT_SECRET": self.secret, "HOST": "127.0.0.1", "PORT": str(port),
-               "LOG_LEVEL": "warning"}
+               "LOG_LEVEL": "WARNING", **kind.env}
         if redis_url:
             env["REDIS_URL"] = redis_url
         proc = self.spawn(kind.argv(self.python, port, redis_url), f"{kind.name}-{port}", env)

@@ -1,0 +1,114 @@
+"""Smoke run of the benchmark suite: `bench/run.py --smoke` end to end against every server.
+
+Not a measurement (no timed assertions): a guard that the bench keeps working, that every
+scenario completes against Node socket.io, vanilla python-socketio and the gateway, that nothing
+is lost, duplicated or reordered, and that the report is a well-formed Markdown table.
+"""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+
+from harness.servers import KINDS  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not (shutil.which("node") and shutil.which("npm")),
+                                reason="the bench needs Node.js and npm")
+
+FANOUT_CASES = {"fanout-20", "mixed", "stock", "cluster"}
+EXPECTED_CASES = FANOUT_CASES | {"connect-20", "ping"}
+SERVERS = [k for k in ("node", "vanilla", "gateway") if KINDS[k].available()]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "smoke.json"
+    proc = subprocess.run([sys.executable, "bench/run.py", "--smoke", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, json.loads(out.read_text())
+
+
+def results(data, case):
+    return [(r["server"], r["result"]) for r in data["records"] if r["case"] == case]
+
+
+def test_every_server_ran_every_case(smoke):
+    _, data = smoke
+    ran = {(r["server"], r["case"]) for r in data["records"]}
+    assert ran == {(s, c) for s in SERVERS for c in EXPECTED_CASES}
+    for rec in data["records"]:
+        result = rec["result"]
+        if result.get("skipped"):  # only the mixed room may be skipped, by a server without /ws
+            assert rec["case"] == "mixed" and rec["server"] != "node", rec
+            continue
+        assert "error" not in result, rec
+
+
+@pytest.mark.parametrize("case", sorted(FANOUT_CASES))
+def test_fanout_delivers_everything_once_in_order(smoke, case):
+    _, data = smoke
+    for server, r in results(data, case):
+        if r.get("skipped"):
+            continue
+        assert r["members"] == 20 and r["messages"] == 50, (server, r)
+        assert r["delivered"] == 20 * 50, (server, r)
+        assert (r["lost"], r["duplicated"], r["out_of_order"], r["malformed"]) == (0, 0, 0, 0), (
+            server, r)
+        assert r["msgs_per_s"] > 0 and r["p50_ms"] <= r["p99_ms"], (server, r)
+    if case == "mixed":
+        node = dict(results(data, case))["node"]
+        assert node["ws_members"] == 10  # the reference server always takes plain WS members
+
+
+def test_connect_ping_and_memory(smoke):
+    _, data = smoke
+    for server, r in results(data, "connect-20"):
+        assert (r["connections"], r["failed"]) == (20, 0), (server, r)
+        assert r["conns_per_s"] > 0 and isinstance(r["kb_per_conn"], (int, float)), (server, r)
+    for server, r in results(data, "ping"):
+        assert r["lost"] == 0 and r["round_trips"] > 0, (server, r)
+    for server, r in results(data, "fanout-20"):
+        assert 0 < r["loadgen_cpu"] and all(c >= 0 for c in r["server_cpu"]), (server, r)
+
+
+def markdown_tables(text):
+    """Blocks of consecutive lines starting with '|', split into cells."""
+    tables, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            assert line.endswith("|"), line
+            current.append([c.strip() for c in line.strip("|").split("|")])
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def test_report_tables_are_well_formed(smoke):
+    stdout, _ = smoke
+    detailed, summary = markdown_tables(stdout)
+    assert detailed[0][:4] == ["scenario", "server", "result", "vs Node"]
+    for table in (detailed, summary):
+        assert all(set(c) <= set("- ") for c in table[1]), table[1]
+        assert {len(row) for row in table} == {len(table[0])}, "ragged table"
+    labels = [KINDS[s].label for s in SERVERS]
+    # connect gives two rows (rate, memory), every other case one; one line per server each
+    assert len(detailed) - 2 == (len(EXPECTED_CASES) + 1) * len(SERVERS)
+    assert [row[0] for row in summary[2:]] == labels
+    for row in detailed[2:]:
+        assert row[1] in labels, row
+        if row[1] == KINDS["node"].label:
+            assert row[3] == "1.00x", row
+        if not row[2].startswith("n/a"):
+            assert re.fullmatch(r"[\d,.]+", row[2]), row
+            assert re.fullmatch(r"\d+\.\d\dx", row[3]), row
+        if "delivered msgs/s" in row[0] and not row[2].startswith("n/a"):
+            assert row[6:9] == ["0", "0", "yes"], row
