@@ -1,0 +1,46 @@
+/**
+ * frontend-adapter: the TypeScript client of realtime-gateway.
+ *
+ * - {@link RealtimeClient}: Socket.IO client with reconnect, room re-join and an offline queue.
+ * - {@link GatewayWebSocket}: the same, behind the browser WebSocket interface.
+ * - `useRealtimeStore` lives in `frontend-adapter/pinia` (needs vue and pinia).
+ */
+export {
+  RealtimeClient,
+  type ClientEvents,
+  type ConnectionState,
+  type LifecycleEvents,
+  type QueuedRequest,
+  type RealtimeClientOptions,
+} from './client.js';
+export { backoffDelay, DEFAULT_BACKOFF, type ReconnectOptions } from './backoff.js';
+export type {
+  AckOk,
+  ChatContent,
+  Envelope,
+  EnvelopeContentMap,
+  EnvelopeType,
+  ErrorContent,
+  KnownEnvelope,
+  NotificationContent,
+  UserStatusContent,
+  WelcomeContent,
+} from './envelope.js';
+export {
+  AuthError,
+  ClientClosedError,
+  DisconnectedError,
+  QueueOverflowError,
+  RealtimeError,
+  ServerError,
+  TimeoutError,
+  type LocalErrorCode,
+} from './errors.js';
+export type { ClientFrame } from './frames.js';
+export {
+  CLOSE_ABNORMAL,
+  CLOSE_AUTH_REFUSED,
+  GatewayCloseEvent,
+  GatewayWebSocket,
+  type GatewayWebSocketOptions,
+} from './gateway-websocket.js';
