@@ -112,8 +112,24 @@ def start_nodes(kind, nodes, launcher):
     return procs, [f"http://127.0.0.1:{port}" for port in ports]
 
 
+def server_lifetimes(cases):
+    """Groups cases that can share one server start: a case that measures memory gets a fresh
+    server of its own (freed memory is reused, so a second measurement would read low)."""
+    shared = {}
+    groups = []
+    for case in cases:
+        if case.fresh_server:
+            groups.append([case])
+        elif case.nodes in shared:
+            shared[case.nodes].append(case)
+        else:
+            shared[case.nodes] = [case]
+            groups.append(shared[case.nodes])
+    return groups
+
+
 def run_server(kind, cases, launcher, opts, run):
-    """Starts `kind` fresh (single node, then a cluster if asked), runs its cases, stops it."""
+    """Starts `kind` (a single node or a cluster, as each case needs), runs the cases, stops it."""
     records = []
 
     def record(case, result):
@@ -121,10 +137,9 @@ def run_server(kind, cases, launcher, opts, run):
         shown = result.get("error") or {k: v for k, v in result.items() if k != "scenario"}
         print(f"  [{kind.name} run {run + 1}] {case.key}: {shown}", file=sys.stderr, flush=True)
 
-    for nodes in sorted({c.nodes for c in cases}):
-        todo = [c for c in cases if c.nodes == nodes]
+    for todo in server_lifetimes(cases):
         try:
-            procs, urls = start_nodes(kind, nodes, launcher)
+            procs, urls = start_nodes(kind, todo[0].nodes, launcher)
             for case in todo:
                 record(case, run_loadgen(case, urls, [p.pid for p in procs], opts))
         except RuntimeError as exc:

@@ -24,18 +24,19 @@ class Case:
     rows: tuple
     nodes: int = 1  # 2: a cluster through Redis, clients spread over both nodes
     needs_ws: bool = False
+    fresh_server: bool = False  # run on a server started for this case alone
 
 
 def k(n):
     return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
 
 
-def messages_for(clients, opts):
-    """Messages per fan-out run: --messages if given, else --deliveries spread over the room
-    (so a 5k room gets fewer messages than a 1k room and every run has the same total work)."""
+def messages_for(clients, opts, share=1.0):
+    """Messages per fan-out run: --messages if given, else `share` of --deliveries spread over
+    the room (so a 5k room gets fewer messages than a 1k room, and runs do the same work)."""
     if opts.messages:
         return opts.messages
-    return max(10, opts.deliveries // clients)
+    return max(10, int(opts.deliveries * share) // clients)
 
 
 def fanout_rows(label):
@@ -49,7 +50,7 @@ def build_cases(opts):
             Row(f"connect {k(n)}", "conns_per_s", "connections/s"),
             Row(f"idle memory {k(n)}", "kb_per_conn", "KB per connection",
                 higher_is_better=False, has_latency=False),
-        )))
+        ), fresh_server=True))
     for n in opts.clients:
         m = messages_for(n, opts)
         cases.append(Case(f"fanout-{n}", "fanout", {"clients": n, "messages": m},
@@ -67,7 +68,7 @@ def build_cases(opts):
                                "round trips/s"),)))
     if opts.stock_clients:
         n = opts.stock_clients
-        m = messages_for(n, opts)
+        m = messages_for(n, opts, share=0.1)  # a cross-check: a tenth of the work will do
         cases.append(Case("stock", "fanout", {"clients": n, "messages": m, "client": "stock"},
                           fanout_rows(f"fan-out {k(n)} x {m}, stock socket.io-client")))
     if opts.cluster_clients:
