@@ -174,11 +174,14 @@ class ClientEvents:
     async def send(self, sid: str, envelope: dict[str, Any]) -> None:
         await self.emit(envelope, to=sid)
 
-    async def emit(self, envelope: dict[str, Any], to: str | None = None) -> None:
+    async def emit(self, envelope: dict[str, Any], to: str | None = None, local: bool = False) -> None:
         """Deliver an envelope to a connection sid, a room (``user:<id>`` for a user) or, with
-        ``to=None``, everyone; cluster-wide when Redis is configured."""
+        ``to=None``, everyone; cluster-wide when Redis is configured.
+
+        ``local=True`` delivers to this node's connections only, without the Redis round trip,
+        so a message to a local sid is queued before a ``sio.disconnect`` that follows it."""
         MESSAGES_SENT.labels(envelope["type"]).inc()
-        await self.sio.emit(envelope["type"], envelope, to=to)
+        await self.sio.emit(envelope["type"], envelope, to=to, ignore_queue=local)
 
     # -- events -----------------------------------------------------------------------------
 
