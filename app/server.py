@@ -18,6 +18,7 @@ from .appkeys import EVENTS_KEY, SETTINGS_KEY, SIO_KEY
 from .auth import AuthError, TokenVerifier
 from .config import Settings
 from .handlers import TRANSPORT_ENVIRON_KEY, ClientEvents, refuse
+from .operations import Operations
 from .plain_ws import handle_ws
 
 log = logging.getLogger(__name__)
@@ -77,11 +78,13 @@ def create_app(settings: Settings) -> web.Application:
     sio = create_sio(settings)
     events = ClientEvents(sio, settings, verifier)
     sio.events = events
+    operations = Operations(settings, events)
 
     @sio.event
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         try:
             identity = events.authenticate(environ, auth)
+            await operations.admit(identity)
         except AuthError as error:
             log.info("connection refused: %s", error.message)
             raise refuse(error) from None
@@ -104,6 +107,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/ws", handle_ws)
     app.on_startup.append(_start_manager)
     app.on_shutdown.append(_disconnect_everyone)
+    operations.install(app)  # after _disconnect_everyone: presence is cleaned up once clients are gone
     return app
 
 

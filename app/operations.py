@@ -1,0 +1,74 @@
+"""Wires presence, token expiry/revocation and the operational endpoints into the gateway.
+
+``create_app`` makes one :class:`Operations` right after the :class:`ClientEvents`, asks it to
+:meth:`~Operations.admit` each connecting identity, and calls :meth:`~Operations.install` once
+the application exists. Shutdown order matters: the application's own ``on_shutdown`` hook
+disconnects every client first; this module's hook then writes this node's users as gone (so
+their ``offline`` events go out) before Redis is closed.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import redis.asyncio as redis
+from aiohttp import web
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from .auth import Identity
+from .config import Settings
+from .expiry import MemoryRevocations, RedisRevocations, TokenGuard
+from .handlers import ClientEvents
+from .http_api import OperationsAPI
+from .presence import MemoryPresenceStore, Presence, PresenceStore
+from .presence_redis import RedisPresenceStore
+
+REDIS_TIMEOUT = 2.0
+"""Seconds before a Redis command fails, so an unreachable Redis never stalls a connection."""
+PRESENCE_STOP_TIMEOUT = 3.0
+"""Part of the shutdown budget spent announcing this node's users offline."""
+
+
+class Operations:
+    def __init__(self, settings: Settings, events: ClientEvents) -> None:
+        self.node_id = uuid.uuid4().hex[:12]
+        self.redis: redis.Redis | None = None
+        store: PresenceStore
+        if settings.redis_url:
+            self.redis = redis.Redis.from_url(
+                settings.redis_url,
+                decode_responses=True,
+                socket_timeout=REDIS_TIMEOUT,
+                socket_connect_timeout=REDIS_TIMEOUT,
+                retry=Retry(NoBackoff(), 1),  # one reconnect attempt after a Redis restart
+            )
+            store = RedisPresenceStore(self.redis, settings.presence_ttl, self.node_id)
+            revocations: MemoryRevocations | RedisRevocations = RedisRevocations(self.redis)
+        else:
+            store = MemoryPresenceStore()
+            revocations = MemoryRevocations()
+        self.presence = Presence(events, store, settings.presence_ttl)
+        self.guard = TokenGuard(events, revocations, clustered=self.redis is not None)
+        self.api = OperationsAPI(settings, events, self.presence, self.guard, self.redis, self.node_id)
+        events.listeners += [self.presence, self.guard]
+        events.handlers["presence"] = self.presence.query
+
+    async def admit(self, identity: Identity) -> None:
+        """Raise AuthError when a verified identity must still be refused (revoked token)."""
+        await self.guard.check(identity)
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_routes(self.api.routes())
+        app.on_startup.append(self._start)
+        app.on_shutdown.append(self._stop)
+
+    async def _start(self, app: web.Application) -> None:
+        await self.presence.start()
+        await self.guard.start()
+
+    async def _stop(self, app: web.Application) -> None:
+        await self.guard.stop()
+        await self.presence.stop(PRESENCE_STOP_TIMEOUT)
+        if self.redis is not None:
+            await self.redis.aclose()

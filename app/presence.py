@@ -1,0 +1,284 @@
+"""Presence: who is online anywhere in the cluster, announced exactly once per transition.
+
+A user is online while they have at least one connection on any node. :class:`Presence` (a
+connection listener) counts this node's connections per user and writes those counts to a store.
+The store is the only place that sees every node, so it is the one that decides a transition:
+it reports the users whose cluster-wide count went from 0 to more (``online``) or back to 0
+(``offline``), and only those are announced as ``user_status`` envelopes to everyone. A second
+device, or a device that connects to node 2 before leaving node 1, therefore changes a count
+without announcing anything.
+
+Counts are written as absolute values by one writer task per node, so writes can be batched and
+retried, and a full rewrite (after a Redis outage or restart) repairs whatever was lost.
+
+Stores: :class:`MemoryPresenceStore` (single node) here, ``RedisPresenceStore`` in
+:mod:`app.presence_redis` (cluster, with expiry of dead nodes' entries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .envelope import BAD_REQUEST, ProtocolError, make_envelope
+from .handlers import ClientEvents, Connection
+
+log = logging.getLogger(__name__)
+
+MAX_QUERY_IDS = 1000
+"""Largest list of user ids one ``presence`` request may ask about."""
+RETRY_DELAY = 1.0
+"""Seconds before a failed store write is retried (as a full rewrite)."""
+
+User = tuple[str, str]
+"""(user_id, user_name)"""
+
+
+@dataclass
+class Transitions:
+    """Users whose cluster-wide status changed with a store write."""
+
+    online: list[User] = field(default_factory=list)
+    offline: list[User] = field(default_factory=list)
+
+
+@dataclass
+class NodeSnapshot:
+    """This node's own figures, published with each heartbeat for the cluster statistics."""
+
+    clients: int
+    online_users: int
+    rooms: set[str]
+    transports: dict[str, int]
+    uptime: float
+
+
+class PresenceStore(Protocol):
+    """Where the counts of every node meet; decides online/offline transitions."""
+
+    clustered: bool
+
+    async def apply(self, counts: dict[str, tuple[int, str]], replace: bool) -> Transitions:
+        """Set this node's connection count (and name) per user; ``replace`` drops users not listed."""
+        ...
+
+    async def heartbeat(self, snapshot: NodeSnapshot) -> bool:
+        """Say this node is alive; True when its entries were lost and must be rewritten."""
+        ...
+
+    async def sweep(self) -> list[User]:
+        """Remove the entries of nodes that stopped heart-beating; return users now offline."""
+        ...
+
+    async def online(self, user_ids: list[str]) -> set[str]: ...
+
+    async def users(self) -> list[User]: ...
+
+    async def cluster_stats(self) -> dict[str, Any] | None:
+        """Cluster-wide totals, or None for a single node (its own figures are the totals)."""
+        ...
+
+    async def close(self) -> None:
+        """Forget this node (after its users were written as gone)."""
+        ...
+
+
+class MemoryPresenceStore:
+    """Single node: this node's counts are the whole truth, so no expiry is needed."""
+
+    clustered = False
+
+    def __init__(self) -> None:
+        self._users: dict[str, User] = {}
+
+    async def apply(self, counts: dict[str, tuple[int, str]], replace: bool) -> Transitions:
+        changes = dict(counts)
+        if replace:
+            changes.update({uid: (0, name) for uid, (_, name) in self._users.items() if uid not in counts})
+        result = Transitions()
+        for user_id, (count, name) in changes.items():
+            known = self._users.get(user_id)
+            if count > 0 and known is None:
+                self._users[user_id] = (user_id, name)
+                result.online.append((user_id, name))
+            elif count <= 0 and known is not None:
+                del self._users[user_id]
+                result.offline.append(known)
+        return result
+
+    async def heartbeat(self, snapshot: NodeSnapshot) -> bool:
+        return False
+
+    async def sweep(self) -> list[User]:
+        return []
+
+    async def online(self, user_ids: list[str]) -> set[str]:
+        return {uid for uid in user_ids if uid in self._users}
+
+    async def users(self) -> list[User]:
+        return list(self._users.values())
+
+    async def cluster_stats(self) -> dict[str, Any] | None:
+        return None
+
+    async def close(self) -> None:
+        self._users.clear()
+
+
+class Presence:
+    """Counts this node's connections per user and announces cluster-wide transitions.
+
+    Register it in ``ClientEvents.listeners``; it also answers the ``presence`` client event.
+    """
+
+    def __init__(self, events: ClientEvents, store: PresenceStore, ttl: float) -> None:
+        self.events = events
+        self.store = store
+        self.started_at = time.monotonic()
+        self._heartbeat_interval = ttl / 5
+        self._counts: dict[str, int] = {}
+        self._names: dict[str, str] = {}
+        self._dirty: set[str] = set()
+        self._rewrite = False
+        self._wake = asyncio.Event()
+        self._flushed = asyncio.Event()
+        self._flushed.set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._store_down = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._write_loop()))
+        if self.store.clustered:
+            self._tasks.append(asyncio.create_task(self._heartbeat_loop()))
+
+    async def stop(self, timeout: float) -> None:
+        """Write every remaining user of this node as gone (announcing their ``offline``), then
+        leave the store. Called after the clients were disconnected, during shutdown."""
+        self._counts.clear()
+        self._mark_all()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._flushed.wait(), timeout)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.store.close()
+
+    # -- ConnectionListener ---------------------------------------------------------------
+
+    async def connection_opened(self, connection: Connection) -> None:
+        user_id = connection.identity.user_id
+        self._counts[user_id] = self._counts.get(user_id, 0) + 1
+        self._names[user_id] = connection.identity.username
+        self._mark(user_id)
+
+    async def connection_closed(self, connection: Connection) -> None:
+        user_id = connection.identity.user_id
+        remaining = self._counts.get(user_id, 0) - 1
+        if remaining > 0:
+            self._counts[user_id] = remaining
+        else:
+            self._counts.pop(user_id, None)
+        self._mark(user_id)
+
+    # -- queries ----------------------------------------------------------------------------
+
+    async def query(self, connection: Connection, content: Any) -> dict[str, Any]:
+        """Client event ``presence``: content is a list of user ids; answers which are online
+        (in the ack, and as a ``presence`` envelope for clients that did not ask for one)."""
+        if not isinstance(content, list) or not all(isinstance(u, (str, int)) for u in content):
+            raise ProtocolError(BAD_REQUEST, "presence: content must be a list of user ids")
+        if len(content) > MAX_QUERY_IDS:
+            raise ProtocolError(BAD_REQUEST, f"presence: at most {MAX_QUERY_IDS} user ids per request")
+        user_ids = [str(u) for u in content]
+        online = await self.store.online(user_ids)
+        statuses = {uid: "online" if uid in online else "offline" for uid in user_ids}
+        await self.events.send(connection.sid, make_envelope("presence", {"users": statuses}))
+        return {"ok": True, "users": statuses}
+
+    def snapshot(self) -> NodeSnapshot:
+        """This node's own figures (connections, distinct users, client-joined rooms)."""
+        connections = self.events.connections.values()
+        transports: dict[str, int] = {}
+        rooms: set[str] = set()
+        for connection in connections:
+            transports[connection.transport] = transports.get(connection.transport, 0) + 1
+            rooms |= connection.rooms
+        return NodeSnapshot(
+            clients=len(self.events.connections),
+            online_users=len(self._counts),
+            rooms=rooms,
+            transports=transports,
+            uptime=time.monotonic() - self.started_at,
+        )
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def _mark(self, user_id: str) -> None:
+        self._dirty.add(user_id)
+        self._flushed.clear()
+        self._wake.set()
+
+    def _mark_all(self) -> None:
+        self._rewrite = True
+        self._flushed.clear()
+        self._wake.set()
+
+    async def _write_loop(self) -> None:
+        """The only writer: takes whatever changed since the last write and writes it at once."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            dirty, self._dirty = self._dirty, set()
+            rewrite, self._rewrite = self._rewrite, False
+            users = set(self._counts) if rewrite else dirty
+            counts = {uid: (self._counts.get(uid, 0), self._names.get(uid, uid)) for uid in users}
+            try:
+                transitions = await self.store.apply(counts, replace=rewrite)
+            except Exception as exc:
+                self._report_store_error("presence write", exc)
+                self._rewrite = True  # absolute counts: rewriting everything repairs any loss
+                await asyncio.sleep(RETRY_DELAY)
+                self._wake.set()
+                continue
+            for uid in dirty - self._counts.keys():
+                self._names.pop(uid, None)
+            await self._announce(transitions.online, "online")
+            await self._announce(transitions.offline, "offline")
+            if not self._dirty and not self._rewrite:
+                self._flushed.set()
+
+    async def _heartbeat_loop(self) -> None:
+        """Keep this node's entries alive, and expire those of nodes that died (every node
+        sweeps; the store makes sure each dead user is reported to exactly one sweeper)."""
+        while True:
+            try:
+                if await self.store.heartbeat(self.snapshot()):
+                    self._mark_all()
+                await self._announce(await self.store.sweep(), "offline")
+                if self._store_down:
+                    self._store_down = False
+                    log.info("presence store reachable again")
+            except Exception as exc:
+                self._report_store_error("presence heartbeat", exc)
+            await asyncio.sleep(self._heartbeat_interval)
+
+    def _report_store_error(self, what: str, exc: Exception) -> None:
+        if not self._store_down:
+            self._store_down = True
+            log.warning("%s failed, will retry: %s", what, exc)
+
+    async def _announce(self, users: list[User], status: str) -> None:
+        for user_id, name in users:
+            log.info("user %s %s", user_id, status, extra={"event": "presence", "user_id": user_id, "status": status})
+            envelope = make_envelope("user_status", {"user_id": user_id, "user_name": name, "status": status})
+            try:
+                await self.events.emit(envelope)
+            except Exception:
+                log.warning("could not announce %s %s", user_id, status, exc_info=True)
