@@ -65,7 +65,7 @@ export interface LifecycleEvents {
   queue_drop: QueuedRequest;
   /** The gateway refused the token; the client is now `disconnected`. */
   auth_error: AuthError;
-  /** A connection attempt failed and will be retried. */
+  /** A connection attempt failed; it is retried unless `reconnect.maxAttempts` is reached. */
   connect_error: Error;
 }
 
@@ -241,7 +241,10 @@ export class RealtimeClient {
     try {
       token = this.#options.getToken ? await this.#options.getToken() : (this.#options.token ?? '');
     } catch (error) {
-      if (session === this.#session) this.#retry(error instanceof Error ? error : new Error(String(error)));
+      if (session !== this.#session) return;
+      const failure = new Error(`getToken failed: ${error instanceof Error ? error.message : String(error)}`);
+      this.#events.emit('connect_error', failure);
+      this.#retry(failure);
       return;
     }
     if (session !== this.#session || !this.#socket) return;
