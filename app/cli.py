@@ -14,6 +14,7 @@ from collections.abc import Callable
 from . import logs
 from .auth import mint_token
 from .config import ConfigError, settings_from_args
+from .emit_cli import emit_command
 
 EXIT_CONFIG = 2
 
@@ -96,7 +97,11 @@ def revoke_command(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[list[str]], int]] = {"token": token_command, "revoke": revoke_command}
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "token": token_command,
+    "revoke": revoke_command,
+    "emit": emit_command,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

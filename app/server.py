@@ -14,12 +14,15 @@ from typing import Any
 import socketio
 from aiohttp import web
 
-from .appkeys import EVENTS_KEY, SETTINGS_KEY, SIO_KEY
+from .appkeys import EMITTER_KEY, EVENTS_KEY, SETTINGS_KEY, SIO_KEY
 from .auth import AuthError, TokenVerifier
+from .bridge import legacy_bridge
 from .config import Settings
+from .emitter import InProcessEmitter
 from .handlers import TRANSPORT_ENVIRON_KEY, ClientEvents, refuse
 from .operations import Operations
 from .plain_ws import handle_ws
+from .publish_api import publish
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +105,14 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS_KEY] = settings
     app[SIO_KEY] = sio
     app[EVENTS_KEY] = events
+    app[EMITTER_KEY] = InProcessEmitter(events)
     sio.attach(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/ws", handle_ws)
+    if settings.api_key:
+        app.router.add_post("/api/publish", publish)
+    if settings.redis_url and settings.legacy_channels:
+        app.cleanup_ctx.append(legacy_bridge)
     app.on_startup.append(_start_manager)
     app.on_shutdown.append(_disconnect_everyone)
     operations.install(app)  # after _disconnect_everyone: presence is cleaned up once clients are gone

@@ -1,0 +1,254 @@
+"""Send messages to connected clients from back-end code: other processes and the server itself.
+
+Three emitters share one set of operations (:class:`MessageApi`) and differ only in how an
+envelope leaves:
+
+- :class:`Emitter` (asyncio) and :class:`SyncEmitter` (blocking: Django, Flask, Celery) run in
+  *other* processes. They publish on the Redis channel the gateway nodes listen to, through
+  python-socketio's write-only Redis manager, so a message reaches its clients on every node.
+- :class:`InProcessEmitter` runs inside the gateway (``app[EMITTER_KEY]``) and emits through the
+  node's own Socket.IO server, which delivers locally and, when clustered, through Redis.
+
+Every operation builds a complete envelope (``type``, ``content``, ``timestamp``, a fresh ``id``),
+emits it as the event named after its type with the envelope as the single argument, and returns
+the envelope id. A user is addressed as the room ``user:<id>`` every connection of theirs joins.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable
+from typing import Any, Generic, TypeVar
+from urllib.parse import urlparse
+
+import socketio
+
+from .auth import user_room
+from .config import REDIS_SCHEMES
+from .envelope import Envelope, ProtocolError, make_envelope, validate_room_name
+from .handlers import ClientEvents
+
+__all__ = ["EmitError", "Emitter", "InProcessEmitter", "MessageApi", "SyncEmitter"]
+
+R = TypeVar("R")
+
+
+class EmitError(Exception):
+    """The message could not be handed to Redis (unreachable, refused, wrong credentials)."""
+
+
+def check_type(type_: Any) -> str:
+    """An envelope type: a non-empty string (it is also the Socket.IO event name)."""
+    if not isinstance(type_, str) or not type_:
+        raise ValueError("type must be a non-empty string")
+    return type_
+
+
+def check_user_id(user_id: Any) -> str:
+    """A user id as tokens carry it: a non-empty string or an integer (sent as its string)."""
+    if isinstance(user_id, bool) or not isinstance(user_id, (str, int)) or user_id == "":
+        raise ValueError("user id must be a non-empty string or an integer")
+    return str(user_id)
+
+
+def check_room(room: Any) -> str:
+    """A room name under the same rules clients join by (``user:`` rooms may be addressed)."""
+    try:
+        return validate_room_name(room)
+    except ProtocolError as error:
+        raise ValueError(error.message) from None
+
+
+class MessageApi(Generic[R]):
+    """The operations every emitter offers; a subclass only implements :meth:`_deliver`.
+
+    ``R`` is what an operation returns: the envelope id for :class:`SyncEmitter`, an awaitable of
+    it for the asyncio emitters. Arguments are checked here, before anything is sent, and a bad
+    one raises ``ValueError`` naming it.
+    """
+
+    def send_system(self, message: str, level: str = "info", code: int = 0) -> R:
+        """A ``system`` message (``{message, level, code}``) to every connection."""
+        return self._deliver(make_envelope("system", {"message": message, "level": level, "code": code}), None)
+
+    def send_notification(
+        self,
+        title: str,
+        body: str,
+        icon: str | None = None,
+        link: str | None = None,
+        user_id: str | int | None = None,
+    ) -> R:
+        """A ``notification`` (``{title, body, icon?, link?}``) to one user's connections, or to
+        everyone when ``user_id`` is None."""
+        content: dict[str, Any] = {"title": title, "body": body}
+        if icon is not None:
+            content["icon"] = icon
+        if link is not None:
+            content["link"] = link
+        if user_id is None:
+            return self._deliver(make_envelope("notification", content), None)
+        user = check_user_id(user_id)
+        return self._deliver(make_envelope("notification", content, to=user), user_room(user))
+
+    def send_data_update(
+        self,
+        entity: str,
+        action: str,
+        id: str | int | None = None,
+        data: Any = None,
+        room: str | None = None,
+    ) -> R:
+        """A ``data_update`` (``{entity, action, id, data}``) to a room's members, or to everyone
+        when ``room`` is None, so open views can refresh what changed."""
+        content = {"entity": entity, "action": action, "id": id, "data": data}
+        if room is None:
+            return self._deliver(make_envelope("data_update", content), None)
+        room = check_room(room)
+        return self._deliver(make_envelope("data_update", content, room=room), room)
+
+    def broadcast_to_room(self, room: str, type: str, content: Any) -> R:
+        """Any message type to every member of a room."""
+        room = check_room(room)
+        return self._deliver(make_envelope(check_type(type), content, room=room), room)
+
+    def send_to_user(self, user_id: str | int, type: str, content: Any) -> R:
+        """Any message type to every connection of one user, on whichever node they are."""
+        user = check_user_id(user_id)
+        return self._deliver(make_envelope(check_type(type), content, to=user), user_room(user))
+
+    def broadcast(self, type: str, content: Any) -> R:
+        """Any message type to every connection."""
+        return self._deliver(make_envelope(check_type(type), content), None)
+
+    def _deliver(self, envelope: Envelope, room: str | None) -> R:
+        """Send ``envelope`` to ``room`` (None: everyone) and return its id (or an awaitable of it)."""
+        raise NotImplementedError
+
+
+def resolve_redis_url(redis_url: str | None) -> str:
+    """The URL given, else ``REDIS_URL``; refused early with a message saying what to set."""
+    url = redis_url or os.environ.get("REDIS_URL")
+    if not url:
+        raise ValueError("no Redis URL: pass one (e.g. redis://localhost:6379/0) or set REDIS_URL")
+    if urlparse(url).scheme not in REDIS_SCHEMES:
+        raise ValueError(f"{url!r} is not a Redis URL (expected e.g. redis://localhost:6379/0)")
+    return url
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for error messages that end up in logs."""
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return url
+    return parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@")).geturl()
+
+
+def _publish_error(url: str, exc: Exception) -> EmitError:
+    return EmitError(f"cannot publish to Redis at {_redacted(url)}: {exc}")
+
+
+class _AsyncPublisher(socketio.AsyncRedisManager):
+    """The write-only Redis manager, except that a failed publish raises instead of being logged
+    and dropped: a back end must know when its message went nowhere."""
+
+    async def _publish(self, data: Any) -> Any:
+        payload = self.json.dumps(data)  # a TypeError for unserialisable content stays one
+        try:
+            if not self.connected:
+                self._redis_connect()
+            return await self.redis.publish(self.channel, payload)
+        except Exception as exc:  # connection, auth, URL and Redis errors alike
+            self.connected = False  # reconnect on the next publish
+            raise _publish_error(self.redis_url, exc) from exc
+
+
+class _SyncPublisher(socketio.RedisManager):
+    """Blocking twin of :class:`_AsyncPublisher`."""
+
+    def _publish(self, data: Any) -> Any:
+        payload = self.json.dumps(data)
+        try:
+            if not self.connected:
+                self._redis_connect()
+            return self.redis.publish(self.channel, payload)
+        except Exception as exc:
+            self.connected = False
+            raise _publish_error(self.redis_url, exc) from exc
+
+
+class Emitter(MessageApi[Awaitable[str]]):
+    """Send to clients on every gateway node from another asyncio process.
+
+    ``Emitter("redis://host:6379/0")``, or ``Emitter()`` to use ``REDIS_URL``. Methods are
+    coroutines returning the envelope id and raise :class:`EmitError` when Redis cannot be
+    reached. Use one instance per event loop; ``async with`` (or :meth:`close`) releases the
+    connection.
+    """
+
+    def __init__(self, redis_url: str | None = None) -> None:
+        self.redis_url = resolve_redis_url(redis_url)
+        self._manager = _AsyncPublisher(self.redis_url, write_only=True)
+
+    async def _emit(self, envelope: Envelope, room: str | None) -> str:
+        await self._manager.emit(envelope["type"], envelope, namespace="/", room=room)
+        return envelope["id"]
+
+    def _deliver(self, envelope: Envelope, room: str | None) -> Awaitable[str]:
+        return self._emit(envelope, room)
+
+    async def close(self) -> None:
+        if self._manager.redis is not None:
+            await self._manager.redis.aclose()
+            self._manager.connected = False
+
+    async def __aenter__(self) -> Emitter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class SyncEmitter(MessageApi[str]):
+    """Send to clients on every gateway node from blocking code (Django, Flask, Celery tasks).
+
+    Same constructor and methods as :class:`Emitter`; each call blocks until Redis accepted the
+    message and returns the envelope id. Safe to share between threads (redis-py pools
+    connections).
+    """
+
+    def __init__(self, redis_url: str | None = None) -> None:
+        self.redis_url = resolve_redis_url(redis_url)
+        self._manager = _SyncPublisher(self.redis_url, write_only=True)
+
+    def _deliver(self, envelope: Envelope, room: str | None) -> str:
+        self._manager.emit(envelope["type"], envelope, namespace="/", room=room)
+        return envelope["id"]
+
+    def close(self) -> None:
+        if self._manager.redis is not None:
+            self._manager.redis.close()
+            self._manager.connected = False
+
+    def __enter__(self) -> SyncEmitter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class InProcessEmitter(MessageApi[Awaitable[str]]):
+    """The same operations for code running inside the gateway (``request.app[EMITTER_KEY]``).
+
+    Emits through the node's Socket.IO server: local clients directly, other nodes via Redis.
+    """
+
+    def __init__(self, events: ClientEvents) -> None:
+        self._events = events
+
+    async def _emit(self, envelope: Envelope, room: str | None) -> str:
+        await self._events.emit(envelope, to=room)
+        return envelope["id"]
+
+    def _deliver(self, envelope: Envelope, room: str | None) -> Awaitable[str]:
+        return self._emit(envelope, room)

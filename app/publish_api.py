@@ -1,0 +1,92 @@
+"""``POST /api/publish``: services in any language send a message to clients over HTTP.
+
+Request (``Authorization: Bearer <API_KEY>``)::
+
+    {"target": {"all": true} | {"user": "42"} | {"room": "lobby"}, "type": "order_shipped", "content": ...}
+
+Answers: ``202 {"id"}`` once the message is on its way (through the cluster, like any emit);
+``401`` for a missing or wrong key; ``400 {"code", "message", "field"}`` naming the first bad
+field; ``413`` above ``MAX_MESSAGE_BYTES``. The route exists only when an API key is configured,
+so an unconfigured gateway answers 404.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+from aiohttp import web
+
+from .appkeys import EMITTER_KEY, SETTINGS_KEY
+from .emitter import InProcessEmitter, check_room, check_type, check_user_id
+from .envelope import BAD_REQUEST, TOO_LARGE, UNAUTHORIZED
+
+TARGETS = 'must be one of {"all": true}, {"user": id}, {"room": name}'
+
+
+class BadField(Exception):
+    """A malformed request body; ``field`` names the part to fix (``target.room``, ``type``...)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> web.Response:
+    return web.json_response({"code": status, "message": message, **extra}, status=status, headers=headers)
+
+
+def _authorized(request: web.Request, api_key: str) -> bool:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    # compare_digest takes as long for a near miss as for a wild guess: the key cannot be probed
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), api_key.encode())
+
+
+def _field(check: Callable[[Any], Any], field: str, value: Any) -> Any:
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise BadField(field, str(exc)) from None
+
+
+def _sender(emitter: InProcessEmitter, target: Any) -> Callable[[str, Any], Awaitable[str]]:
+    """The emitter operation a ``target`` object selects, with its address bound."""
+    if isinstance(target, dict) and len(target) == 1:
+        if target.get("all") is True:
+            return emitter.broadcast
+        if "user" in target:
+            return partial(emitter.send_to_user, _field(check_user_id, "target.user", target["user"]))
+        if "room" in target:
+            return partial(emitter.broadcast_to_room, _field(check_room, "target.room", target["room"]))
+    raise BadField("target", TARGETS)
+
+
+async def _read_json(request: web.Request, limit: int) -> Any:
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    raw = await request.read()  # enforces client_max_size for bodies sent without a length
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise BadField("body", "not valid JSON") from None
+
+
+async def publish(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS_KEY]
+    assert settings.api_key is not None  # the route is only added when a key is configured
+    if not _authorized(request, settings.api_key):
+        return _error(UNAUTHORIZED, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
+    try:
+        body = await _read_json(request, settings.max_message_bytes)
+        if not isinstance(body, dict):
+            raise BadField("body", "must be a JSON object")
+        send = _sender(request.app[EMITTER_KEY], body.get("target"))
+        type_ = _field(check_type, "type", body.get("type"))
+    except BadField as bad:
+        return _error(BAD_REQUEST, str(bad), field=bad.field)
+    except web.HTTPRequestEntityTooLarge:
+        return _error(TOO_LARGE, f"body larger than {settings.max_message_bytes} bytes")
+    return web.json_response({"id": await send(type_, body.get("content"))}, status=202)
