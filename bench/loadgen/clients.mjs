@@ -6,32 +6,29 @@
 // hooks.onMark(seq, tMicros) is called for every room_message whose text carries a bench mark
 // (see mark() below); hooks.onEnvelope(env) for every other envelope the server sends.
 //
-// MinimalClient speaks Engine.IO v4 / Socket.IO v4 over `ws` directly: it is cheap enough that one
-// Node process can hold thousands of connections and out-run a fast server. StockClient is the
-// real socket.io-client, only for cross-checks. PlainWsClient talks to the gateway's /ws endpoint.
-import WebSocket from 'ws';
+// MinimalClient speaks Engine.IO v4 / Socket.IO v4 itself over a bare WebSocket (wire.mjs): it is
+// cheap enough that one Node process can hold thousands of connections and out-run a fast
+// server. StockClient is the real socket.io-client, only for cross-checks. PlainWsClient talks
+// to the gateway's plain-WebSocket endpoint /ws.
 import { io as ioStock } from 'socket.io-client';
+import { RawWebSocket } from './wire.mjs';
 
 const MARK = Buffer.from('@@');
-
-// Our frames are small JSON we only scan: skip UTF-8 validation and the nextTick per message.
-const wsOptions = (deflate) => ({
-  perMessageDeflate: deflate, skipUTF8Validation: true, allowSynchronousEvents: true,
-});
 
 // The bench mark: "@@<seq>:<send time, µs>@@". Receivers find it by scanning the raw frame bytes,
 // so the hot path never decodes or parses JSON (whatever spacing the server's encoder uses).
 export const mark = (seq, tMicros) => `@@${seq}:${tMicros}@@`;
 
-// Returns true and reports the mark if `buf` carries one.
+// Returns true and reports the mark if `buf` carries one (a mangled mark reports seq -1).
 function scanMark(buf, hooks) {
   let i = buf.indexOf(MARK);
   if (i < 0) return false;
-  i += 2;
+  const end = buf.length;
   let seq = 0;
-  for (let c = buf[i]; c !== 58 /* : */; c = buf[++i]) seq = seq * 10 + (c - 48);
+  for (i += 2; i < end && buf[i] >= 48 && buf[i] <= 57; i++) seq = seq * 10 + (buf[i] - 48);
+  if (buf[i] !== 58 /* : */) seq = -1;
   let t = 0;
-  for (let c = buf[++i]; c !== 64 /* @ */; c = buf[++i]) t = t * 10 + (c - 48);
+  for (i++; i < end && buf[i] >= 48 && buf[i] <= 57; i++) t = t * 10 + (buf[i] - 48);
   hooks.onMark(seq, t);
   return true;
 }
@@ -62,8 +59,7 @@ class Acks {
 export class MinimalClient {
   static open(baseUrl, token, hooks, { deflate = true, timeoutMs = 15000 } = {}) {
     const c = new MinimalClient(hooks);
-    const url = wsUrl(baseUrl, '/socket.io/?EIO=4&transport=websocket');
-    c.ws = new WebSocket(url, wsOptions(deflate));
+    c.ws = new RawWebSocket((buf) => c.onFrame(buf, token), () => c.onClose());
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => { c.close(); reject(new Error('connect timeout')); }, timeoutMs);
       // Socket.IO's CONNECT ack and our "welcome" event may come in either order.
@@ -74,20 +70,19 @@ export class MinimalClient {
         if (step === 'connect') acked = true; else welcomed = true;
         if (acked && welcomed) { clearTimeout(timer); c.onConnectStep = null; resolve(c); }
       };
-      c.ws.on('message', (data) => c.onFrame(data, token));
-      c.ws.on('error', (err) => c.onConnectStep?.(null, err));
-      c.ws.on('close', () => {
-        c.closed = true;
-        c.acks.failAll(new Error('closed'));
-        c.onConnectStep?.(null, new Error('closed during connect'));
-      });
+      c.ws.open(wsUrl(baseUrl, '/socket.io/?EIO=4&transport=websocket'), { deflate })
+        .catch((err) => c.onConnectStep?.(null, err));
     });
   }
 
   constructor(hooks) {
     this.hooks = hooks;
     this.acks = new Acks();
-    this.closed = false;
+  }
+
+  onClose() {
+    this.acks.failAll(new Error('closed'));
+    this.onConnectStep?.(null, new Error('closed during connect'));
   }
 
   onFrame(buf, token) {
@@ -130,33 +125,25 @@ export class MinimalClient {
   }
 
   close() {
-    if (!this.closed) this.ws.terminate();
-    this.closed = true;
+    this.ws.close();
   }
 }
 
 export class PlainWsClient {
   static open(baseUrl, token, hooks, { deflate = true, timeoutMs = 15000 } = {}) {
     const c = new PlainWsClient(hooks);
+    c.ws = new RawWebSocket((buf) => c.onFrame(buf), () => c.acks.failAll(new Error('closed')));
     const url = wsUrl(baseUrl, `/ws?token=${encodeURIComponent(token)}`);
-    c.ws = new WebSocket(url, wsOptions(deflate));
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => { c.close(); reject(new Error('connect timeout')); }, timeoutMs);
-      c.ws.on('open', () => { clearTimeout(timer); resolve(c); });
-      c.ws.on('unexpected-response', (_req, res) => {
-        clearTimeout(timer);
-        reject(new Error(`/ws answered HTTP ${res.statusCode}`));
-      });
-      c.ws.on('error', (err) => { clearTimeout(timer); reject(err); });
-      c.ws.on('message', (data) => c.onFrame(data));
-      c.ws.on('close', () => { c.closed = true; c.acks.failAll(new Error('closed')); });
+      c.ws.open(url, { deflate }).then(() => { clearTimeout(timer); resolve(c); },
+        (err) => { clearTimeout(timer); reject(err); });
     });
   }
 
   constructor(hooks) {
     this.hooks = hooks;
     this.acks = new Acks();
-    this.closed = false;
   }
 
   onFrame(buf) {
@@ -177,8 +164,7 @@ export class PlainWsClient {
   }
 
   close() {
-    if (!this.closed) this.ws.terminate();
-    this.closed = true;
+    this.ws.close();
   }
 }
 

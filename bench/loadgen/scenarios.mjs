@@ -59,7 +59,7 @@ class FanoutTracker {
   }
 
   record(member, seq, sentAt) {
-    if (seq >= this.total) { this.malformed++; return; }
+    if (seq < 0 || seq >= this.total) { this.malformed++; return; }
     const at = nowMicros();
     const slot = member * this.total + seq;
     if (this.seen[slot]) { this.duplicates++; return; }
