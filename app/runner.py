@@ -16,11 +16,14 @@ from .server import create_app
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT = 10.0
+HANDLER_GRACE = 2.0
+"""Seconds aiohttp waits for open requests once every client was told to go: a client that keeps
+its socket open after the disconnect must not hold the shutdown for the whole budget."""
 
 
 async def serve(settings: Settings) -> None:
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT / 2)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=HANDLER_GRACE)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     try:
@@ -36,10 +39,13 @@ async def serve(settings: Settings) -> None:
     _announce(settings, runner)
     await stop.wait()
     log.info("shutting down")
+    started = loop.time()
     try:
         await asyncio.wait_for(runner.cleanup(), SHUTDOWN_TIMEOUT)
     except asyncio.TimeoutError:
         log.warning("shutdown took longer than %.0f s; exiting anyway", SHUTDOWN_TIMEOUT)
+    else:
+        log.info("shut down in %.2f s", loop.time() - started)
 
 
 def _announce(settings: Settings, runner: web.AppRunner) -> None:
