@@ -59,6 +59,10 @@ class Settings:
     api_key: str | None = None
     legacy_channels: bool = True
     presence_ttl: float = 30.0
+    ws_compression: bool = False
+    send_buffer_limit: int = 1 << 20
+    transports: list[str] = field(default_factory=lambda: ["polling", "websocket"])
+    workers: int = 1
     dev_secret: bool = False
     """True when no secret was configured and a random one was generated for this process."""
 
@@ -107,6 +111,14 @@ class Settings:
             raise ConfigError("--rate-limit must be > 0 and --rate-burst at least 1")
         if self.presence_ttl < 3:
             raise ConfigError("--presence-ttl must be at least 3 seconds")
+        if self.send_buffer_limit < 64 * 1024:
+            raise ConfigError("--max-send-buffer must be at least 65536 bytes")
+        if self.workers < 1:
+            raise ConfigError("--workers must be at least 1")
+        if self.workers > 1 and not self.redis_url:
+            raise ConfigError(
+                "--workers N > 1 needs --redis-url/REDIS_URL: the worker processes share rooms through Redis"
+            )
         if self.log_format not in ("text", "json"):
             raise ConfigError("--log-format must be 'text' or 'json'")
 
@@ -227,6 +239,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=float(env("PRESENCE_TTL", 30)),
         help="seconds after which a dead node's users are considered offline [PRESENCE_TTL]",
     )
+    add(
+        "--ws-compression",
+        action="store_true",
+        default=_env_flag("WS_COMPRESSION", False),
+        help="negotiate permessage-deflate (costs CPU per recipient and ~90 KB per connection) [WS_COMPRESSION=1]",
+    )
+    add(
+        "--max-send-buffer",
+        type=int,
+        default=int(env("MAX_SEND_BUFFER", 1 << 20)),
+        help="bytes that may wait for one slow client before it is disconnected [MAX_SEND_BUFFER]",
+    )
+    add(
+        "--workers",
+        type=int,
+        default=int(env("WORKERS", 1)),
+        help="worker processes sharing the port (SO_REUSEPORT, joined through Redis; WebSocket transport only) "
+        "[WORKERS]",
+    )
     add("--log-level", default=env("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING, ERROR [LOG_LEVEL]")
     add("--log-format", default=env("LOG_FORMAT", "text"), help="text or json [LOG_FORMAT]")
     return parser
@@ -259,6 +290,10 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
         api_key=args.api_key,
         legacy_channels=not args.no_legacy_channels,
         presence_ttl=args.presence_ttl,
+        ws_compression=args.ws_compression,
+        send_buffer_limit=args.max_send_buffer,
+        workers=args.workers,
+        transports=["websocket"] if args.workers > 1 else ["polling", "websocket"],
     )
     settings.validate()
     return settings

@@ -7,11 +7,12 @@ the message (a client, a back end, the server itself) and whatever transport car
 
 from __future__ import annotations
 
-import json
 import time
 import unicodedata
 import uuid
 from typing import Any
+
+from .jsoncodec import dumps
 
 Envelope = dict[str, Any]
 
@@ -111,4 +112,13 @@ def require_user_id(value: Any, event: str) -> str:
 
 def encode(envelope: Envelope) -> str:
     """Serialise for the wire (compact, non-ASCII kept as UTF-8)."""
-    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+    return dumps(envelope)
+
+
+def event_as_envelope_text(event: str, args: list[Any]) -> str:
+    """A Socket.IO event as envelope JSON: the envelope itself when the event carries one
+    (the gateway's own emits), else an envelope built around the arguments."""
+    payload = args[0] if len(args) == 1 else (args or None)
+    if isinstance(payload, dict) and payload.get("type") == event:
+        return encode(payload)
+    return encode(make_envelope(event, payload))

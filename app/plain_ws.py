@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from typing import Any
@@ -39,100 +38,89 @@ from .envelope import (
     ProtocolError,
     encode,
     error_envelope,
+    event_as_envelope_text,
     make_envelope,
 )
+from .fanout import FrameWriter, plain_text, text_frame
 from .handlers import IDENTITY_ENVIRON_KEY, TRANSPORT_ENVIRON_KEY, ClientEvents
+from .jsoncodec import loads
 
 log = logging.getLogger(__name__)
 
 TRANSPORT = "websocket"
-SEND_QUEUE_LIMIT = 4096
-"""Frames waiting for one slow client before it is disconnected (bounds memory per client)."""
-_CLOSE = object()
 
 
 class PlainSocket:
     """Stands in for an Engine.IO socket so python-socketio can deliver to a plain client.
 
-    Outbound frames go through a bounded queue drained by one writer task, which keeps
-    per-connection order and never lets a slow client block the sender.
+    All outbound frames go through one :class:`~app.fanout.FrameWriter`, which keeps
+    per-connection order, coalesces writes, and disconnects a client that stops reading.
     """
 
     upgraded = True  # Engine.IO reports the transport as "websocket"
+    renders_envelopes = True  # tells the fan-out path to send envelope frames, not Socket.IO packets
 
-    def __init__(self, eio_sid: str, ws: web.WebSocketResponse) -> None:
+    def __init__(self, eio_sid: str, ws: web.WebSocketResponse, transport: asyncio.Transport, limit: int) -> None:
         self.sid = eio_sid
         self.ws = ws
         self.session: dict[str, Any] = {}
         self.closed = False
         self.closing = False
-        self.close_code = WSCloseCode.OK
-        self.close_reason = "server disconnect"
-        self._queue: asyncio.Queue[object] = asyncio.Queue()
-        self._writer = asyncio.create_task(self._write_frames())
+        self.frame_writer = FrameWriter(
+            transport, lambda: self.shutdown(WSCloseCode.TRY_AGAIN_LATER, "client too slow"), limit
+        )
+        self._closer: asyncio.Task[None] | None = None
 
     async def check_ping_timeout(self) -> bool:
         return not self.closed  # heartbeats are handled by the adapter, not Engine.IO
 
     async def send(self, pkt: eio_packet.Packet) -> None:
         """Render a packet python-socketio hands us; only events become frames."""
-        if self.closed or pkt.packet_type != eio_packet.MESSAGE or not isinstance(pkt.data, str):
+        if self.closing or pkt.packet_type != eio_packet.MESSAGE or not isinstance(pkt.data, str):
             return
         decoded = sio_packet.Packet(encoded_packet=pkt.data)
         if decoded.packet_type == sio_packet.EVENT and decoded.data:
-            self.push(render_event(decoded.data[0], decoded.data[1:]))
+            event, args = decoded.data[0], decoded.data[1:]
+            if decoded.id is None:  # cut from the packet text, byte for byte what the fast path sends
+                self.push(plain_text(event, args, pkt.data, decoded.namespace or "/"))
+            else:
+                self.push(event_as_envelope_text(event, args))
         elif decoded.packet_type == sio_packet.DISCONNECT:
             self.shutdown(WSCloseCode.OK, "server disconnect")
 
     def push(self, frame: str) -> None:
-        if self.closing:
-            return
-        if self._queue.qsize() >= SEND_QUEUE_LIMIT:
-            log.warning("closing slow client eio_sid=%s: %d frames pending", self.sid, SEND_QUEUE_LIMIT)
-            self.shutdown(WSCloseCode.TRY_AGAIN_LATER, "client too slow")
-            return
-        self._queue.put_nowait(frame)
+        if not self.closing:
+            self.frame_writer.push(text_frame(frame.encode()))
 
     def shutdown(self, code: int, reason: str) -> None:
-        """Close after the frames already queued have been written."""
+        """Close after the frames already pushed have been written."""
         if not self.closing:
             self.closing = True
-            self.close_code, self.close_reason = code, reason
-            self._queue.put_nowait(_CLOSE)
+            self._closer = asyncio.ensure_future(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        self.frame_writer.flush()
+        try:
+            await self.ws.close(code=code, message=reason.encode())
+        finally:
+            self.closed = True
 
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
         self.shutdown(WSCloseCode.GOING_AWAY, "server shutting down")
-        if wait:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+        if wait and self._closer is not None:
+            await asyncio.shield(self._closer)
 
-    async def _write_frames(self) -> None:
-        ws = self.ws
-        try:
-            while True:
-                frame = await self._queue.get()
-                if frame is _CLOSE:
-                    break
-                await ws.send_str(frame)  # type: ignore[arg-type]
-        except (ConnectionError, RuntimeError):
-            pass  # the peer went away; the reader notices and cleans up
-        finally:
-            self.closed = True
-            await ws.close(code=self.close_code, message=self.close_reason.encode())
-
-
-def render_event(event: str, args: list[Any]) -> str:
-    """One Socket.IO event as a plain-WS frame: the envelope itself, or one built around it."""
-    payload = args[0] if len(args) == 1 else (args or None)
-    if isinstance(payload, dict) and payload.get("type") == event:
-        return encode(payload)
-    return encode(make_envelope(event, payload))
+    async def closed_down(self) -> None:
+        """Wait until the close frame has been sent (after :meth:`shutdown`)."""
+        if self._closer is not None:
+            with contextlib.suppress(Exception):
+                await self._closer
 
 
 def frame_to_event(text: str) -> tuple[str, Any, Any]:
     """Parse one inbound text frame into (type, content, ack id); ProtocolError when malformed."""
     try:
-        frame = json.loads(text)
+        frame = loads(text)
     except ValueError:
         raise ProtocolError(BAD_REQUEST, "frame is not valid JSON") from None
     if not isinstance(frame, dict):
@@ -161,11 +149,14 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     except AuthError as error:
         return web.json_response({"error": error.message, "code": error.code}, status=401)
 
+    # compression stays off here: frames are shared between recipients, pre-encoded
     ws = web.WebSocketResponse(max_msg_size=settings.max_message_bytes, autoping=False, compress=False)
     await ws.prepare(request)
+    if request.transport is None:  # the client vanished during the handshake
+        return ws
     sio = events.sio
     eio_sid = sio.eio.generate_id()
-    socket = PlainSocket(eio_sid, ws)
+    socket = PlainSocket(eio_sid, ws, request.transport, settings.send_buffer_limit)
     sio.eio.sockets[eio_sid] = socket
     environ = {
         "QUERY_STRING": request.query_string,
@@ -188,8 +179,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         socket.shutdown(WSCloseCode.OK, "bye")
         await sio._handle_eio_disconnect(eio_sid, reason)
         sio.eio.sockets.pop(eio_sid, None)
-        with contextlib.suppress(asyncio.CancelledError):
-            await socket._writer
+        await socket.closed_down()
     return ws
 
 

@@ -14,11 +14,13 @@ from typing import Any
 import socketio
 from aiohttp import web
 
+from . import jsoncodec
 from .appkeys import EMITTER_KEY, EVENTS_KEY, SETTINGS_KEY, SIO_KEY
 from .auth import AuthError, TokenVerifier
 from .bridge import legacy_bridge
 from .config import Settings
 from .emitter import InProcessEmitter
+from .fanout import FanoutManager, RedisFanoutManager, install_fast_websocket
 from .handlers import TRANSPORT_ENVIRON_KEY, ClientEvents, refuse
 from .operations import Operations
 from .plain_ws import handle_ws
@@ -58,21 +60,29 @@ class GatewayServer(socketio.AsyncServer):
 
 def create_manager(settings: Settings) -> socketio.AsyncManager:
     if settings.redis_url:
-        return socketio.AsyncRedisManager(settings.redis_url)
-    return socketio.AsyncManager()
+        return RedisFanoutManager(settings.redis_url, json=jsoncodec)
+    return FanoutManager()
 
 
 def create_sio(settings: Settings) -> GatewayServer:
-    return GatewayServer(
+    sio = GatewayServer(
         async_mode="aiohttp",
         client_manager=create_manager(settings),
+        json=jsoncodec,
+        # one client's events are handled in order, one at a time: a join_room is complete
+        # before the room_message sent after it, and a flooding client is slowed at the socket
+        async_handlers=False,
+        transports=settings.transports,
         cors_allowed_origins=settings.cors_origins,
         max_http_buffer_size=settings.max_message_bytes,
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
+        http_compression=settings.ws_compression,
         logger=False,
         engineio_logger=False,
     )
+    install_fast_websocket(sio.eio, compress=settings.ws_compression, send_buffer_limit=settings.send_buffer_limit)
+    return sio
 
 
 def create_app(settings: Settings) -> web.Application:

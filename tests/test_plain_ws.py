@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 
 import aiohttp
@@ -179,13 +178,3 @@ async def test_many_frames_keep_their_order(gateway, clients):
         await sender.emit("room_message", {"room": room, "text": str(i)})
     texts = [(await receiver.inbox.next("room_message"))["content"]["text"] for _ in range(200)]
     assert texts == [str(i) for i in range(200)]
-
-
-async def test_server_side_emits_of_non_envelope_data_are_wrapped(gateway, clients):
-    """Frames are always envelopes: check the renderer on an arbitrary Socket.IO emit."""
-    from app.plain_ws import render_event
-
-    frame = json.loads(render_event("custom", ["plain string"]))
-    assert frame["type"] == "custom" and frame["content"] == "plain string" and frame["id"]
-    envelope = {"type": "custom", "content": 1, "timestamp": 1, "id": "x"}
-    assert json.loads(render_event("custom", [envelope])) == envelope
