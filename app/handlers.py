@@ -12,6 +12,8 @@ outgoing messages always come from here.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -124,6 +126,8 @@ class ClientEvents:
                     "username": identity.username,
                     "server_time": time.time(),
                     "transport": connection.transport,
+                    # which process serves this connection: useful behind a load balancer
+                    "node": f"{socket.gethostname()}:{os.getpid()}",
                 },
             ),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -21,11 +22,11 @@ HANDLER_GRACE = 2.0
 its socket open after the disconnect must not hold the shutdown for the whole budget."""
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, reuse_port: bool = False, announce: bool = True) -> None:
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=HANDLER_GRACE)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
     try:
         await site.start()
     except OSError as exc:
@@ -36,7 +37,9 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    _announce(settings, runner)
+    if announce:
+        _announce(settings, runner)
+    gc.freeze()  # what exists now lives as long as the process: keep it out of every collection
     await stop.wait()
     log.info("shutting down")
     started = loop.time()
