@@ -100,6 +100,8 @@ class TokenGuard:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._poller: asyncio.Task[None] | None = None
+        self._seen_version: int | None = None
+        """Revocation version last checked against the live connections; None forces a check."""
 
     async def start(self) -> None:
         if self._clustered:
@@ -113,8 +115,19 @@ class TokenGuard:
             await asyncio.gather(self._poller, return_exceptions=True)
 
     async def check(self, identity: Identity) -> None:
-        """Raise AuthError("token revoked") for a revoked token (at connect, and on HTTP routes)."""
-        if identity.token_id and await self.store.revoked([identity.token_id]):
+        """Raise AuthError("token revoked") for a revoked token (at connect, and on HTTP routes).
+
+        Fails open while the store is unreachable, so a Redis outage does not lock every client
+        out; the next successful poll re-checks all live connections."""
+        if not identity.token_id:
+            return
+        try:
+            revoked = await self.store.revoked([identity.token_id])
+        except Exception as exc:
+            log.warning("revocation check unavailable, admitting: %s", exc)
+            self._seen_version = None
+            return
+        if revoked:
             raise AuthError("token revoked")
 
     async def revoke(self, jti: str, expires_at: float | None = None) -> None:
@@ -170,17 +183,17 @@ class TokenGuard:
                 await self._close(sid, "token revoked")
 
     async def _poll(self) -> None:
-        seen: int | None = None
         failing = False
         while True:
             await asyncio.sleep(POLL_INTERVAL)
             try:
                 version = await self.store.version()
-                if version != seen:
+                if version != self._seen_version:
                     await self._close_revoked()
-                    seen = version
+                    self._seen_version = version
                 failing = False
             except Exception as exc:
                 if not failing:
                     log.warning("revocation check failed, will retry: %s", exc)
                 failing = True
+                self._seen_version = None

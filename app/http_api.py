@@ -100,7 +100,10 @@ class OperationsAPI:
             await self.guard.check(identity)
         except AuthError as error:
             return web.json_response({"error": error.message, "code": error.code}, status=401)
-        users = await self.presence.store.users()
+        try:
+            users = await self.presence.store.users()
+        except Exception as exc:
+            return web.json_response({"error": f"presence unavailable: {exc}"}, status=503)
         return web.json_response(
             {"total": len(users), "users": [{"user_id": uid, "user_name": name} for uid, name in users]}
         )

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .envelope import BAD_REQUEST, ProtocolError, make_envelope
+from .envelope import BAD_REQUEST, UNAVAILABLE, ProtocolError, make_envelope
 from .handlers import ClientEvents, Connection
 
 log = logging.getLogger(__name__)
@@ -197,7 +197,10 @@ class Presence:
         if len(content) > MAX_QUERY_IDS:
             raise ProtocolError(BAD_REQUEST, f"presence: at most {MAX_QUERY_IDS} user ids per request")
         user_ids = [str(u) for u in content]
-        online = await self.store.online(user_ids)
+        try:
+            online = await self.store.online(user_ids)
+        except Exception as exc:
+            raise ProtocolError(UNAVAILABLE, "presence: temporarily unavailable") from exc
         statuses = {uid: "online" if uid in online else "offline" for uid in user_ids}
         await self.events.send(connection.sid, make_envelope("presence", {"users": statuses}))
         return {"ok": True, "users": statuses}

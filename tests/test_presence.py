@@ -143,3 +143,23 @@ async def test_online_users_and_stats_cover_the_cluster(fast_cluster, clients):
     assert stats["uptime"] > 0
     assert stats["node"]["clients"] == 1 and stats["node"]["rooms"] == 1
     assert stats["node"]["transports"] == {"socket.io": 1}
+
+
+async def test_presence_recovers_after_redis_restart(fast_cluster, redis_server, clients):
+    node1, node2 = fast_cluster
+    alice, bob = uid(), uid()
+    token = make_token(alice, "Alice", jti=uid("jti"))
+    await clients.sio(node1.url, token)
+    redis_server.kill()
+    # admitted while Redis is down (revocation check fails open), counted once it is back
+    await clients.ws(node2.ws_url, make_token(bob, "Bob", jti=uid("jti")))
+    redis_server.start()  # empty: every node rewrites its users at its next heartbeat
+    deadline = time.monotonic() + 10
+    async with aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(f"{node1.url}/ws/online-users", params={"token": token}) as response:
+                body = await response.json() if response.status == 200 else {}
+            if body.get("total") == 2 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+    assert sorted(u["user_id"] for u in body["users"]) == sorted([alice, bob])
