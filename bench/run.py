@@ -51,6 +51,10 @@ def parse_args(argv=None):
     p.add_argument("--ping-seconds", type=float, default=3.0)
     p.add_argument("--stock-clients", type=int, default=200,
                    help="fan-out with the stock socket.io-client (cross-check); 0 skips it")
+    p.add_argument("--users", type=int, default=1,
+                   help="distinct users among the connections (0: one per connection); every "
+                        "user's first connection is announced to all, so N users cost N²/2 "
+                        "user_status deliveries on connect")
     p.add_argument("--no-deflate", action="store_true",
                    help="clients do not offer permessage-deflate (browsers do)")
     p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
@@ -75,7 +79,7 @@ def run_loadgen(case, urls, pids, opts):
     """One loadgen process for one case; returns its JSON result (or {"error": ...})."""
     argv = ["node", str(BENCH / "loadgen" / "main.mjs"), "--scenario", case.scenario,
             "--secret", opts.secret, "--pids", ",".join(map(str, pids)),
-            "--window", str(opts.window), "--url", ",".join(urls)]
+            "--window", str(opts.window), "--users", str(opts.users), "--url", ",".join(urls)]
     for name, value in case.args.items():
         argv += [f"--{name}", str(value)]
     if opts.smoke:

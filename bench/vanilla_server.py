@@ -34,6 +34,21 @@ def build_app(secret, redis_url=None):
 
     app.router.add_get("/healthz", healthz)
 
+    # Presence as the gateway announces it: user_status to everyone on a user's first connection
+    # and after their last one closes (counted per node, as the bench puts each user on one).
+    connections_of = {}
+
+    async def presence(user, delta):
+        n = connections_of.get(user["id"], 0) + delta
+        if n > 0:
+            connections_of[user["id"]] = n
+        else:
+            connections_of.pop(user["id"], None)
+        if n == (1 if delta > 0 else 0):
+            await sio.emit("user_status", envelope("user_status", {
+                "user_id": user["id"], "user_name": user["name"],
+                "status": "online" if n else "offline"}))
+
     @sio.event
     async def connect(sid, _environ, auth):
         try:
@@ -46,6 +61,11 @@ def build_app(secret, redis_url=None):
         await sio.enter_room(sid, f"user:{user_id}")
         await sio.emit("welcome", envelope("welcome", {"sid": sid, "user_id": user_id,
                                                        "server_time": time.time()}), to=sid)
+        await presence(user, +1)
+
+    @sio.event
+    async def disconnect(sid, *_reason):
+        await presence(await sio.get_session(sid), -1)
 
     @sio.event
     async def join_room(sid, room):

@@ -6,6 +6,7 @@
 //
 // Scenarios: fanout (also mixed with --ws-share, and cluster with several --url), connect, ping.
 // --pids names the server processes whose CPU share and memory are read from /proc.
+// --users K spreads the connections over K user ids (default 0: one user per connection).
 import { parseArgs } from 'node:util';
 import { SCENARIOS } from './scenarios.mjs';
 
@@ -17,6 +18,7 @@ const { values: a } = parseArgs({
     pids: { type: 'string', default: '' },
     client: { type: 'string', default: 'minimal' },
     clients: { type: 'string', default: '100' },
+    users: { type: 'string', default: '0' },
     messages: { type: 'string', default: '100' },
     warmup: { type: 'string', default: '5' },
     window: { type: 'string', default: '16' },
@@ -42,6 +44,7 @@ const opts = {
   pids: a.pids ? a.pids.split(',').map(Number) : [],
   client: a.client,
   clients: int('clients'),
+  users: int('users'),
   messages: int('messages'),
   warmup: int('warmup'),
   window: int('window'),

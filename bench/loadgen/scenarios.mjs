@@ -7,9 +7,13 @@ import { cpuWindow, latencySummary, nowMicros, rssBytes } from './measure.mjs';
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const ROOM = 'bench';
 
-function tokenFor(i, secret) {
+// Connection i belongs to user i % users (users 0: a user per connection). Why share users at
+// all: the gateway announces every user's first connection to every connection (user_status),
+// so N distinct users connecting cost N²/2 deliveries; that would swamp the cases measured here.
+function tokenFor(i, o) {
+  const user = o.users > 0 ? i % o.users : i;
   const exp = Math.floor(Date.now() / 1000) + 3600;
-  return signJwt({ user_id: `u${i}`, username: `user ${i}`, exp }, secret);
+  return signJwt({ user_id: `u${user}`, username: `user ${user}`, exp }, o.secret);
 }
 
 // Opens `count` connections, at most `concurrency` handshakes in flight. makeClient(i) returns
@@ -26,7 +30,7 @@ async function openMany(count, concurrency, opts, makeClient) {
       const { Client, url, hooks } = makeClient(i);
       const t0 = nowMicros();
       try {
-        clients[i] = await Client.open(url, tokenFor(i, opts.secret), hooks, opts);
+        clients[i] = await Client.open(url, tokenFor(i, opts), hooks, opts);
         latencies.push(nowMicros() - t0);
       } catch (err) {
         failed++;

@@ -64,6 +64,19 @@ io.use((socket, next) => {
   next();
 });
 
+// Presence as the gateway announces it: user_status to every connection when a user's first
+// connection opens and when their last one closes. Counted per node (the bench connects each
+// user to one node only, so per-node counts equal cluster-wide ones there).
+const connectionsOf = new Map();
+function presence(user, delta) {
+  const n = (connectionsOf.get(user.id) ?? 0) + delta;
+  if (n > 0) connectionsOf.set(user.id, n); else connectionsOf.delete(user.id);
+  if (n === (delta > 0 ? 1 : 0)) {
+    io.emit('user_status', envelope('user_status',
+      { user_id: user.id, user_name: user.name, status: n ? 'online' : 'offline' }));
+  }
+}
+
 // The room protocol shared by both transports. `send(envelope)` reaches this connection only;
 // `join(room)` / `has(room)` manage Socket.IO room membership; `toRoom(room, env)` broadcasts.
 function handle(type, content, conn) {
@@ -104,6 +117,8 @@ io.on('connection', (socket) => {
     });
   }
   conn.send(envelope('welcome', { sid: socket.id, user_id: user.id, server_time: Date.now() / 1000 }));
+  presence(user, +1);
+  socket.on('disconnect', () => presence(user, -1));
 });
 
 // Plain WebSocket members: each one is a "virtual" Socket.IO socket living in the adapter's room
@@ -168,8 +183,10 @@ function attachPlainWs(ws, user) {
   ws.on('close', () => {
     adapter.delAll(id);
     io.of('/').sockets.delete(id);
+    presence(user, -1);
   });
   conn.send(envelope('welcome', { sid: id, user_id: user.id, server_time: Date.now() / 1000 }));
+  presence(user, +1);
 }
 
 httpServer.listen(Number(opts.port), opts.host, () => {
