@@ -97,7 +97,8 @@ def run_loadgen(case, urls, pids, opts):
     try:
         result = json.loads(lines[-1])
     except (IndexError, json.JSONDecodeError):
-        return {"error": f"loadgen exit {out.returncode}: {out.stderr.strip()[-200:]}"}
+        errors = [ln for ln in out.stderr.splitlines() if "Error" in ln] or [out.stderr[-200:]]
+        return {"error": f"loadgen exit {out.returncode}: {errors[0].strip()}"}
     if case.needs_ws and "/ws answered HTTP" in result.get("error", ""):
         result["skipped"] = "no /ws endpoint"
     return result

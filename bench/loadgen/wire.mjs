@@ -123,7 +123,7 @@ export class RawWebSocket {
     }
     this.paused = true;
     this.inflater.decompress(message, true, (err, data) => {
-      if (this.closed) return;
+      if (this.closed) { this.inflater.cleanup(); return; } // deferred by close()
       if (err) { this.close(); return; }
       this.paused = false;
       this.onMessage(data);
@@ -159,7 +159,8 @@ export class RawWebSocket {
     if (this.closed) return;
     this.closed = true;
     this.sock?.destroy();
-    this.inflater?.cleanup();
+    // ws's inflater must not be cleaned up under a running decompress: its callback does it.
+    if (!this.paused) this.inflater?.cleanup();
     this.onClose();
   }
 }
