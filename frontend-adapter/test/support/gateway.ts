@@ -21,6 +21,7 @@ export class Gateway {
   readonly url: string;
   readonly #env: NodeJS.ProcessEnv;
   #process: ChildProcess | null = null;
+  readonly #apiKey = 'frontend-adapter-test-api-key';
   #stderr = '';
 
   private constructor(port: number, env: NodeJS.ProcessEnv) {
@@ -37,16 +38,27 @@ export class Gateway {
   }
 
   /**
-   * Stops the process: SIGTERM is a clean shutdown (clients are told to disconnect), SIGKILL
-   * a crash (their transport just breaks).
+   * Stops the process: SIGKILL (default) is a crash, connections just break; SIGTERM a clean
+   * shutdown, clients are told to disconnect (and the gateway may wait seconds for idle ones).
    */
-  async stop(signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<void> {
+  async stop(signal: 'SIGTERM' | 'SIGKILL' = 'SIGKILL'): Promise<void> {
     const child = this.#process;
     this.#process = null;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     const exited = once(child, 'exit');
     child.kill(signal);
     await withTimeout(exited, STOP_TIMEOUT_MS, 'gateway exit');
+  }
+
+  /** POST /api/publish: what a back end does to push e.g. a notification to a user. */
+  async publish(target: { user: string } | { room: string } | { all: true }, type: string, content: unknown): Promise<void> {
+    const response = await fetch(`${this.url}/api/publish`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${this.#apiKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ target, type, content }),
+      signal: AbortSignal.timeout(5_000),
+    });
+    if (response.status !== 202) throw new Error(`publish: ${response.status} ${await response.text()}`);
   }
 
   /** Freezes the process (SIGSTOP): connections stay open but nothing is answered. */
@@ -58,7 +70,7 @@ export class Gateway {
     this.#process?.kill('SIGCONT');
   }
 
-  async restart(signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<void> {
+  async restart(signal: 'SIGTERM' | 'SIGKILL' = 'SIGKILL'): Promise<void> {
     await this.stop(signal);
     await this.#spawn();
   }
@@ -74,6 +86,7 @@ export class Gateway {
         PORT: String(this.port),
         LOG_LEVEL: 'WARNING',
         REDIS_URL: '',
+        API_KEY: this.#apiKey,
         ...this.#env,
       },
       stdio: ['ignore', 'ignore', 'pipe'],
