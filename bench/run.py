@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import cases as casemod  # noqa: E402
-from harness import report  # noqa: E402
-from harness.servers import BENCH, KINDS, Launcher, free_ports  # noqa: E402
+from harness import cases as casemod
+from harness import report
+from harness.servers import BENCH, KINDS, Launcher, free_ports
 
 SERVER_CORE, LOADGEN_CORE = 0, 1
 
@@ -32,35 +32,44 @@ SERVER_CORE, LOADGEN_CORE = 0, 1
 def parse_args(argv=None):
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true",
-                   help="tiny sizes, one run (20 clients, 50 messages): a check, not a measure")
-    p.add_argument("--servers", default="node,vanilla,gateway",
-                   help="comma list of node, vanilla, gateway (gateway: skipped if app/ is "
-                        "missing)")
+    p.add_argument(
+        "--smoke", action="store_true", help="tiny sizes, one run (20 clients, 50 messages): a check, not a measure"
+    )
+    p.add_argument(
+        "--servers",
+        default="node,vanilla,gateway",
+        help="comma list of node, vanilla, gateway (gateway: skipped if app/ is missing)",
+    )
     p.add_argument("--runs", type=int, default=3, help="runs per case; medians are reported")
     p.add_argument("--clients", type=ints, default=[1000, 5000], help="fan-out room sizes")
-    p.add_argument("--deliveries", type=int, default=200_000,
-                   help="fan-out work per run: messages = deliveries / room size")
+    p.add_argument(
+        "--deliveries", type=int, default=200_000, help="fan-out work per run: messages = deliveries / room size"
+    )
     p.add_argument("--messages", type=int, default=0, help="fixed messages per fan-out run")
-    p.add_argument("--window", type=int, default=16,
-                   help="messages in flight (not yet delivered to every member)")
+    p.add_argument("--window", type=int, default=16, help="messages in flight (not yet delivered to every member)")
     p.add_argument("--mixed-clients", type=int, default=1000, help="0 skips the mixed room")
     p.add_argument("--cluster-clients", type=int, default=1000, help="0 skips the cluster")
     p.add_argument("--connect-clients", type=ints, default=[1000, 5000])
     p.add_argument("--ping-clients", type=int, default=100, help="0 skips ping")
     p.add_argument("--ping-seconds", type=float, default=3.0)
-    p.add_argument("--stock-clients", type=int, default=200,
-                   help="fan-out with the stock socket.io-client (cross-check); 0 skips it")
-    p.add_argument("--users", type=int, default=1,
-                   help="distinct users among the connections (0: one per connection); every "
-                        "user's first connection is announced to all, so N users cost N²/2 "
-                        "user_status deliveries on connect")
-    p.add_argument("--no-deflate", action="store_true",
-                   help="clients do not offer permessage-deflate (browsers do)")
+    p.add_argument(
+        "--stock-clients",
+        type=int,
+        default=200,
+        help="fan-out with the stock socket.io-client (cross-check); 0 skips it",
+    )
+    p.add_argument(
+        "--users",
+        type=int,
+        default=1,
+        help="distinct users among the connections (0: one per connection); every "
+        "user's first connection is announced to all, so N users cost N²/2 "
+        "user_status deliveries on connect",
+    )
+    p.add_argument("--no-deflate", action="store_true", help="clients do not offer permessage-deflate (browsers do)")
     p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
     p.add_argument("--python", default=sys.executable, help="interpreter for Python servers")
-    p.add_argument("--json", type=Path, default=BENCH / "results" / "latest.json",
-                   help="raw results file")
+    p.add_argument("--json", type=Path, default=BENCH / "results" / "latest.json", help="raw results file")
     opts = p.parse_args(argv)
     if opts.smoke:
         opts.runs, opts.clients, opts.messages = 1, [20], 50
@@ -71,15 +80,27 @@ def parse_args(argv=None):
 
 def ensure_node_deps():
     if not (BENCH / "node_modules" / "socket.io").exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=BENCH,
-                       check=True)
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=BENCH, check=True)
 
 
 def run_loadgen(case, urls, pids, opts):
     """One loadgen process for one case; returns its JSON result (or {"error": ...})."""
-    argv = ["node", str(BENCH / "loadgen" / "main.mjs"), "--scenario", case.scenario,
-            "--secret", opts.secret, "--pids", ",".join(map(str, pids)),
-            "--window", str(opts.window), "--users", str(opts.users), "--url", ",".join(urls)]
+    argv = [
+        "node",
+        str(BENCH / "loadgen" / "main.mjs"),
+        "--scenario",
+        case.scenario,
+        "--secret",
+        opts.secret,
+        "--pids",
+        ",".join(map(str, pids)),
+        "--window",
+        str(opts.window),
+        "--users",
+        str(opts.users),
+        "--url",
+        ",".join(urls),
+    ]
     for name, value in case.args.items():
         argv += [f"--{name}", str(value)]
     if opts.smoke:
@@ -102,6 +123,30 @@ def run_loadgen(case, urls, pids, opts):
     if case.needs_ws and "/ws answered HTTP" in result.get("error", ""):
         result["skipped"] = "no /ws endpoint"
     return result
+
+
+def versions(python):
+    """What was measured: runtimes, the libraries under test and the gateway's commit."""
+
+    def out(argv):
+        done = subprocess.run(argv, capture_output=True, text=True, cwd=BENCH)
+        return done.stdout.strip() if done.returncode == 0 else "?"
+
+    found = {"node": out(["node", "--version"])}
+    for pkg in ("socket.io", "ws"):
+        found[pkg] = json.loads((BENCH / "node_modules" / pkg / "package.json").read_text())["version"]
+    py = out(
+        [
+            python,
+            "-c",
+            "import sys, importlib.metadata as m; print(sys.version.split()[0], "
+            "*(m.version(p) for p in ('python-socketio', 'python-engineio', 'aiohttp')))",
+        ]
+    )
+    for name, version in zip(("python", "python-socketio", "python-engineio", "aiohttp"), py.split(), strict=False):
+        found[name] = version
+    found["gateway commit"] = out(["git", "rev-parse", "--short", "HEAD"])
+    return found
 
 
 def start_nodes(kind, nodes, launcher):
@@ -171,6 +216,7 @@ def main(argv=None):
     launcher = Launcher(opts.python, opts.secret, log_dir, SERVER_CORE if opts.pin else None)
 
     started = time.monotonic()
+    load_before = os.getloadavg()[0]
     records = []
     try:
         for run in range(opts.runs):
@@ -178,20 +224,33 @@ def main(argv=None):
                 records += run_server(kind, cases, launcher, opts, run)
     finally:
         launcher.stop_all()
+    load_after = os.getloadavg()[0]
 
     servers = [k.name for k in kinds]
     labels = {k.name: k.label for k in kinds}
     summaries = report.summarize(records)
-    opts.json.parent.mkdir(parents=True, exist_ok=True)
-    opts.json.write_text(json.dumps({
-        "args": {k: v for k, v in vars(opts).items() if k not in ("secret", "json")},
-        "seconds": round(time.monotonic() - started, 1),
-        "records": records,
-        "summaries": [{"case": c, "server": s, **v} for (c, s), v in summaries.items()],
-    }, indent=1, default=str))
-    pinning = (f"servers pinned to core {SERVER_CORE}, load generator to core {LOADGEN_CORE}"
-               if opts.pin else "not pinned")
-    print(f"## Results ({opts.runs} run(s) each, medians; {pinning})\n")
+    measured = versions(opts.python)
+    opts.json.write_text(
+        json.dumps(
+            {
+                "args": {k: v for k, v in vars(opts).items() if k not in ("secret", "json")},
+                "seconds": round(time.monotonic() - started, 1),
+                "load_average": [load_before, load_after],
+                "versions": measured,
+                "records": records,
+                "summaries": [{"case": c, "server": s, **v} for (c, s), v in summaries.items()],
+            },
+            indent=1,
+            default=str,
+        )
+    )
+    # Other work on the machine shows up as a server CPU share below 100% in saturated cases.
+    load = f"load average {load_before:.2f} before, {load_after:.2f} after"
+    pinning = (
+        f"servers pinned to core {SERVER_CORE}, load generator to core {LOADGEN_CORE}" if opts.pin else "not pinned"
+    )
+    print(f"## Results ({opts.runs} run(s) each, medians; {pinning}; {load})\n")
+    print("Versions: " + ", ".join(f"{k} {v}" for k, v in measured.items()) + "\n")
     print(report.detailed_table(cases, servers, labels, summaries))
     print("\n## Summary (value, ratio vs Node)\n")
     print(report.summary_table(cases, servers, labels, summaries))

@@ -18,14 +18,12 @@ from aiohttp import web
 
 
 def envelope(type_, content, **extra):
-    return {"type": type_, "content": content, "timestamp": int(time.time()),
-            "id": uuid.uuid4().hex, **extra}
+    return {"type": type_, "content": content, "timestamp": int(time.time()), "id": uuid.uuid4().hex, **extra}
 
 
 def build_app(secret, redis_url=None):
     manager = socketio.AsyncRedisManager(redis_url) if redis_url else None
-    sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*",
-                               client_manager=manager)
+    sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*", client_manager=manager)
     app = web.Application()
     sio.attach(app)
 
@@ -45,22 +43,27 @@ def build_app(secret, redis_url=None):
         else:
             connections_of.pop(user["id"], None)
         if n == (1 if delta > 0 else 0):
-            await sio.emit("user_status", envelope("user_status", {
-                "user_id": user["id"], "user_name": user["name"],
-                "status": "online" if n else "offline"}))
+            await sio.emit(
+                "user_status",
+                envelope(
+                    "user_status",
+                    {"user_id": user["id"], "user_name": user["name"], "status": "online" if n else "offline"},
+                ),
+            )
 
     @sio.event
     async def connect(sid, _environ, auth):
         try:
             claims = jwt.decode((auth or {}).get("token", ""), secret, algorithms=["HS256"])
         except jwt.PyJWTError as exc:
-            raise socketio.exceptions.ConnectionRefusedError({"code": 401, "message": str(exc)})
+            raise socketio.exceptions.ConnectionRefusedError({"code": 401, "message": str(exc)}) from None
         user_id = str(claims.get("user_id") or claims.get("sub"))
         user = {"id": user_id, "name": claims.get("username") or user_id}
         await sio.save_session(sid, user)
         await sio.enter_room(sid, f"user:{user_id}")
-        await sio.emit("welcome", envelope("welcome", {"sid": sid, "user_id": user_id,
-                                                       "server_time": time.time()}), to=sid)
+        await sio.emit(
+            "welcome", envelope("welcome", {"sid": sid, "user_id": user_id, "server_time": time.time()}), to=sid
+        )
         await presence(user, +1)
 
     @sio.event
@@ -81,8 +84,7 @@ def build_app(secret, redis_url=None):
             return {"ok": False, "error": {"code": 403, "message": "not a member"}}
         user = await sio.get_session(sid)
         sender = {"from": user["id"], "from_name": user["name"]}  # "from" is a keyword
-        await sio.emit("room_message", envelope("room_message", content, room=room, **sender),
-                       room=room)
+        await sio.emit("room_message", envelope("room_message", content, room=room, **sender), room=room)
         return {"ok": True}
 
     @sio.event
@@ -100,9 +102,12 @@ def main():
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
     args = parser.parse_args()
     secret = os.environ["JWT_SECRET"]
-    web.run_app(build_app(secret, args.redis_url), host=args.host, port=args.port,
-                print=lambda *_: print(f"vanilla python-socketio {args.host}:{args.port}",
-                                       flush=True))
+    web.run_app(
+        build_app(secret, args.redis_url),
+        host=args.host,
+        port=args.port,
+        print=lambda *_: print(f"vanilla python-socketio {args.host}:{args.port}", flush=True),
+    )
 
 
 if __name__ == "__main__":

@@ -19,8 +19,9 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from harness.servers import KINDS  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not (shutil.which("node") and shutil.which("npm")),
-                                reason="the bench needs Node.js and npm")
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("node") and shutil.which("npm")), reason="the bench needs Node.js and npm"
+)
 
 FANOUT_CASES = {"fanout-20", "mixed", "stock", "cluster"}
 EXPECTED_CASES = FANOUT_CASES | {"connect-20", "ping"}
@@ -30,8 +31,13 @@ SERVERS = [k for k in ("node", "vanilla", "gateway") if KINDS[k].available()]
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "smoke.json"
-    proc = subprocess.run([sys.executable, "bench/run.py", "--smoke", "--json", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "bench/run.py", "--smoke", "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout, json.loads(out.read_text())
 
@@ -60,8 +66,7 @@ def test_fanout_delivers_everything_once_in_order(smoke, case):
             continue
         assert r["members"] == 20 and r["messages"] == 50, (server, r)
         assert r["delivered"] == 20 * 50, (server, r)
-        assert (r["lost"], r["duplicated"], r["out_of_order"], r["malformed"]) == (0, 0, 0, 0), (
-            server, r)
+        assert (r["lost"], r["duplicated"], r["out_of_order"], r["malformed"]) == (0, 0, 0, 0), (server, r)
         assert r["msgs_per_s"] > 0 and r["p50_ms"] <= r["p99_ms"], (server, r)
     if case == "mixed":
         node = dict(results(data, case))["node"]
@@ -76,13 +81,13 @@ def test_connect_ping_and_memory(smoke):
     for server, r in results(data, "ping"):
         assert r["lost"] == 0 and r["round_trips"] > 0, (server, r)
     for server, r in results(data, "fanout-20"):
-        assert 0 < r["loadgen_cpu"] and all(c >= 0 for c in r["server_cpu"]), (server, r)
+        assert r["loadgen_cpu"] > 0 and all(c >= 0 for c in r["server_cpu"]), (server, r)
 
 
 def markdown_tables(text):
     """Blocks of consecutive lines starting with '|', split into cells."""
     tables, current = [], []
-    for line in text.splitlines() + [""]:
+    for line in [*text.splitlines(), ""]:
         if line.startswith("|"):
             assert line.endswith("|"), line
             current.append([c.strip() for c in line.strip("|").split("|")])

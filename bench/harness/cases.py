@@ -46,34 +46,69 @@ def fanout_rows(label):
 def build_cases(opts):
     cases = []
     for n in opts.connect_clients:
-        cases.append(Case(f"connect-{n}", "connect", {"clients": n}, (
-            Row(f"connect {k(n)}", "conns_per_s", "connections/s"),
-            Row(f"idle memory {k(n)}", "kb_per_conn", "KB per connection",
-                higher_is_better=False, has_latency=False),
-        ), fresh_server=True))
+        cases.append(
+            Case(
+                f"connect-{n}",
+                "connect",
+                {"clients": n},
+                (
+                    Row(f"connect {k(n)}", "conns_per_s", "connections/s"),
+                    Row(
+                        f"idle memory {k(n)}",
+                        "kb_per_conn",
+                        "KB per connection",
+                        higher_is_better=False,
+                        has_latency=False,
+                    ),
+                ),
+                fresh_server=True,
+            )
+        )
     for n in opts.clients:
         m = messages_for(n, opts)
-        cases.append(Case(f"fanout-{n}", "fanout", {"clients": n, "messages": m},
-                          fanout_rows(f"fan-out {k(n)} x {m}")))
+        cases.append(Case(f"fanout-{n}", "fanout", {"clients": n, "messages": m}, fanout_rows(f"fan-out {k(n)} x {m}")))
     if opts.mixed_clients:
         n = opts.mixed_clients
         m = messages_for(n, opts)
-        cases.append(Case("mixed", "fanout", {"clients": n, "messages": m, "ws-share": 0.5},
-                          fanout_rows(f"mixed room {k(n)} x {m} (half plain WS)"),
-                          needs_ws=True))
+        cases.append(
+            Case(
+                "mixed",
+                "fanout",
+                {"clients": n, "messages": m, "ws-share": 0.5},
+                fanout_rows(f"mixed room {k(n)} x {m} (half plain WS)"),
+                needs_ws=True,
+            )
+        )
     if opts.ping_clients:
-        cases.append(Case("ping", "ping", {"clients": opts.ping_clients,
-                                           "duration-ms": int(opts.ping_seconds * 1000)},
-                          (Row(f"ping {opts.ping_clients} clients", "rtt_per_s",
-                               "round trips/s"),)))
+        cases.append(
+            Case(
+                "ping",
+                "ping",
+                {"clients": opts.ping_clients, "duration-ms": int(opts.ping_seconds * 1000)},
+                (Row(f"ping {opts.ping_clients} clients", "rtt_per_s", "round trips/s"),),
+            )
+        )
     if opts.stock_clients:
         n = opts.stock_clients
         m = messages_for(n, opts, share=0.1)  # a cross-check: a tenth of the work will do
-        cases.append(Case("stock", "fanout", {"clients": n, "messages": m, "client": "stock"},
-                          fanout_rows(f"fan-out {k(n)} x {m}, stock socket.io-client")))
+        cases.append(
+            Case(
+                "stock",
+                "fanout",
+                {"clients": n, "messages": m, "client": "stock"},
+                fanout_rows(f"fan-out {k(n)} x {m}, stock socket.io-client"),
+            )
+        )
     if opts.cluster_clients:
         n = opts.cluster_clients
         m = messages_for(n, opts)
-        cases.append(Case("cluster", "fanout", {"clients": n, "messages": m},
-                          fanout_rows(f"2 nodes + Redis, fan-out {k(n)} x {m}"), nodes=2))
+        cases.append(
+            Case(
+                "cluster",
+                "fanout",
+                {"clients": n, "messages": m},
+                fanout_rows(f"2 nodes + Redis, fan-out {k(n)} x {m}"),
+                nodes=2,
+            )
+        )
     return cases

@@ -3,6 +3,7 @@
 import statistics
 
 REFERENCE = "node"
+NA = "\u2013"  # an en dash: no value in this cell
 DELIVERY_FIELDS = ("lost", "duplicated", "out_of_order", "malformed")
 
 
@@ -15,39 +16,40 @@ def summarize(records):
     out = {}
     for key, results in grouped.items():
         good = [r for r in results if "error" not in r]
-        summary = {"runs": len(results), "ok_runs": len(good),
-                   "errors": sorted({r["error"] for r in results if "error" in r})}
+        summary = {
+            "runs": len(results),
+            "ok_runs": len(good),
+            "errors": sorted({r["error"] for r in results if "error" in r}),
+        }
         skipped = {r["skipped"] for r in results if "skipped" in r}
         if skipped and not good:
             summary["skipped"] = ", ".join(sorted(skipped))
         for name in {n for r in good for n, v in r.items() if isinstance(v, (int, float))}:
             values = [r[name] for r in good if name in r]
-            summary[name] = (sum(values) if name in DELIVERY_FIELDS
-                             else statistics.median(values))
+            summary[name] = sum(values) if name in DELIVERY_FIELDS else statistics.median(values)
         cpus = [r["server_cpu"] for r in good if r.get("server_cpu")]
         if cpus:
-            summary["server_cpu"] = [statistics.median(c[i] for c in cpus)
-                                     for i in range(len(cpus[0]))]
+            summary["server_cpu"] = [statistics.median(c[i] for c in cpus) for i in range(len(cpus[0]))]
         out[key] = summary
     return out
 
 
 def fmt_num(v):
     if v is None:
-        return "–"
+        return NA
     if abs(v) >= 100:
         return f"{round(v):,}"
     return f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
 
 
 def pct(v):
-    return "–" if v is None else f"{round(v * 100)}%"
+    return NA if v is None else f"{round(v * 100)}%"
 
 
 def value_cell(s, row):
     """The headline value of one row, or why there is none."""
     if s is None:
-        return "–"
+        return NA
     if s.get("skipped"):
         return f"n/a ({s['skipped']})"
     if not s["ok_runs"]:
@@ -58,14 +60,16 @@ def value_cell(s, row):
 def ratio(s, ref, row):
     try:
         v, r = s[row.metric], ref[row.metric]
-        return f"{v / r:.2f}x" if r else "–"
+        return f"{v / r:.2f}x" if r else NA
     except (KeyError, TypeError):
-        return "–"
+        return NA
 
 
 def detailed_table(cases, servers, labels, summaries):
-    head = ("| scenario | server | result | vs Node | p50 ms | p99 ms | lost | dup | order kept "
-            "| server CPU | loadgen CPU |")
+    head = (
+        "| scenario | server | result | vs Node | p50 ms | p99 ms | lost | dup | order kept "
+        "| server CPU | loadgen CPU |"
+    )
     lines = [head, "|" + " --- |" * 11]
     for case in cases:
         ref = summaries.get((case.key, REFERENCE))
@@ -74,20 +78,28 @@ def detailed_table(cases, servers, labels, summaries):
                 s = summaries.get((case.key, server))
                 ok = bool(s and s.get("ok_runs"))
                 suffix = "" if row.higher_is_better else ", lower is better"
-                cells = [f"{row.label} ({row.unit}{suffix})", labels[server], value_cell(s, row),
-                         ratio(s, ref, row) if ok and ref and ref.get("ok_runs") else "–"]
+                cells = [
+                    f"{row.label} ({row.unit}{suffix})",
+                    labels[server],
+                    value_cell(s, row),
+                    ratio(s, ref, row) if ok and ref and ref.get("ok_runs") else NA,
+                ]
                 lat = ok and row.has_latency
-                cells += [fmt_num(s.get("p50_ms")) if lat else "–",
-                          fmt_num(s.get("p99_ms")) if lat else "–"]
+                cells += [fmt_num(s.get("p50_ms")) if lat else NA, fmt_num(s.get("p99_ms")) if lat else NA]
                 if ok and row.has_delivery:
-                    cells += [str(s.get("lost", 0)), str(s.get("duplicated", 0)),
-                              "yes" if not s.get("out_of_order") else f"no ({s['out_of_order']})"]
+                    cells += [
+                        str(s.get("lost", 0)),
+                        str(s.get("duplicated", 0)),
+                        "yes" if not s.get("out_of_order") else f"no ({s['out_of_order']})",
+                    ]
                 elif ok and row.metric == "rtt_per_s":
-                    cells += [str(s.get("lost", 0)), "–", "–"]
+                    cells += [str(s.get("lost", 0)), NA, NA]
                 else:
-                    cells += ["–", "–", "–"]
-                cells += [" + ".join(pct(c) for c in s["server_cpu"]) if ok and s.get(
-                    "server_cpu") else "–", pct(s.get("loadgen_cpu")) if ok else "–"]
+                    cells += [NA, NA, NA]
+                cells += [
+                    " + ".join(pct(c) for c in s["server_cpu"]) if ok and s.get("server_cpu") else NA,
+                    pct(s.get("loadgen_cpu")) if ok else NA,
+                ]
                 lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -95,8 +107,10 @@ def detailed_table(cases, servers, labels, summaries):
 def summary_table(cases, servers, labels, summaries):
     """One line per server, one column per row of the detailed table: value (ratio vs Node)."""
     rows = [(case, row) for case in cases for row in case.rows]
-    lines = ["| server | " + " | ".join(f"{row.label} ({row.unit})" for _, row in rows) + " |",
-             "|" + " --- |" * (len(rows) + 1)]
+    lines = [
+        "| server | " + " | ".join(f"{row.label} ({row.unit})" for _, row in rows) + " |",
+        "|" + " --- |" * (len(rows) + 1),
+    ]
     for server in servers:
         cells = []
         for case, row in rows:

