@@ -211,6 +211,12 @@ export class RealtimeClient {
     return (await this.#submit('ping', content)).rttMs;
   }
 
+  /** Which of `userIds` are online anywhere in the cluster (the gateway's `presence` event). */
+  async presence(userIds: readonly string[]): Promise<Record<string, 'online' | 'offline'>> {
+    const { users } = (await this.#submit('presence', userIds)).ack;
+    return isRecord(users) ? (users as Record<string, 'online' | 'offline'>) : {};
+  }
+
   /**
    * Any other client event, with the same ack, queueing and error handling as the helpers.
    * Room membership changes must go through joinRoom/leaveRoom to be re-joined on reconnect.
@@ -327,8 +333,10 @@ export class RealtimeClient {
   async #flush(link: number): Promise<void> {
     this.#flushing = true;
     try {
-      for (let item = this.#queue.shift(); item; item = link === this.#link ? this.#queue.shift() : undefined) {
-        await this.#transmit(item.event, item.content).then(item.resolve, item.reject);
+      while (link === this.#link) {
+        const request = this.#queue.shift();
+        if (!request) break;
+        await this.#transmit(request.event, request.content).then(request.resolve, request.reject);
       }
     } finally {
       if (link === this.#link) this.#flushing = false;

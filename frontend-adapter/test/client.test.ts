@@ -154,6 +154,13 @@ describe('helpers: acks and errors', () => {
     await assert.rejects(alice.sendToUser('', 'nobody'), { name: 'ServerError', code: 400 });
   });
 
+  test('presence() tells which users are online', async () => {
+    const alice = await pool.connected('alice');
+    await pool.connected('bob');
+    assert.deepEqual(await alice.presence(['bob', 'ghost']), { bob: 'online', ghost: 'offline' });
+    await assert.rejects(alice.request('presence', 'bob'), { name: 'ServerError', code: 400 });
+  });
+
   test('request() forwards other events; an unknown one is refused with 400', async () => {
     const client = await pool.connected('alice');
     await assert.rejects(client.request('teleport', {}), { name: 'ServerError', code: 400, message: /unknown/ });
