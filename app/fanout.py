@@ -36,7 +36,6 @@ import socketio
 from aiohttp import WSCloseCode, web
 from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
-from socketio import packet as sio_packet
 
 from .envelope import event_as_envelope_text
 from .jsoncodec import dumps
@@ -217,8 +216,13 @@ class FanoutManager(socketio.AsyncManager):
         if callback is not None or namespace not in self.rooms:
             return await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback)
         args = list(data) if isinstance(data, tuple) else ([] if data is None else [data])
-        encoded = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *args]).encode()
-        if not isinstance(encoded, str):  # binary attachments: several Engine.IO packets
+        if namespace != "/":
+            return await super().emit(event, data, namespace, room=room, skip_sid=skip_sid)
+        try:
+            # what Packet(EVENT, data).encode() gives in "/" without an ack id, minus its
+            # recursive scan for binary data: bytes make the encoder raise instead
+            encoded = "2" + dumps([event, *args])
+        except TypeError:  # binary attachments: several Engine.IO packets, the inherited way
             return await super().emit(event, data, namespace, room=room, skip_sid=skip_sid)
         skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
         sockets = self.server.eio.sockets

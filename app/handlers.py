@@ -35,7 +35,7 @@ from .envelope import (
     require_user_id,
     validate_room_name,
 )
-from .metrics import ERRORS, EVENT_LATENCY, MESSAGES_RECEIVED, MESSAGES_SENT
+from .metrics import ERRORS, EVENT_LATENCY, MESSAGES_RECEIVED, MESSAGES_SENT, labelled
 from .ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ class ClientEvents:
         handler = self.handlers.get(event)
         # unknown types share one label so clients cannot grow the metric's label set
         label = event if handler is not None else "unknown"
-        MESSAGES_RECEIVED.labels(label).inc()
+        labelled(MESSAGES_RECEIVED, label).inc()
         started = time.perf_counter()
         try:
             if handler is None:
@@ -166,13 +166,13 @@ class ClientEvents:
                 raise ProtocolError(TOO_MANY, "rate limit exceeded, slow down")
             result = await handler(connection, content)
         except ProtocolError as error:
-            ERRORS.labels(str(error.code)).inc()
+            labelled(ERRORS, str(error.code)).inc()
             if ack_requested:
                 return {"ok": False, "error": error.as_dict()}
             await self.send(sid, error_envelope(error))
             return None
         finally:
-            EVENT_LATENCY.labels(label).observe(time.perf_counter() - started)
+            labelled(EVENT_LATENCY, label).observe(time.perf_counter() - started)
         return result if ack_requested else None
 
     async def send(self, sid: str, envelope: dict[str, Any]) -> None:
@@ -184,7 +184,7 @@ class ClientEvents:
 
         ``local=True`` delivers to this node's connections only, without the Redis round trip,
         so a message to a local sid is queued before a ``sio.disconnect`` that follows it."""
-        MESSAGES_SENT.labels(envelope["type"]).inc()
+        labelled(MESSAGES_SENT, envelope["type"]).inc()
         await self.sio.emit(envelope["type"], envelope, to=to, ignore_queue=local)
 
     # -- events -----------------------------------------------------------------------------

@@ -7,12 +7,12 @@ delivers to rooms on this node and, when clustered, publishes through Redis to t
 
 from __future__ import annotations
 
-import contextvars
 import logging
 from typing import Any
 
 import socketio
 from aiohttp import web
+from socketio import packet as sio_packet
 
 from . import jsoncodec
 from .appkeys import EMITTER_KEY, EVENTS_KEY, SETTINGS_KEY, SIO_KEY
@@ -28,27 +28,32 @@ from .publish_api import publish
 
 log = logging.getLogger(__name__)
 
-_ack_requested: contextvars.ContextVar[bool] = contextvars.ContextVar("ack_requested", default=False)
-
 
 class GatewayServer(socketio.AsyncServer):
     """python-socketio's AsyncServer with two hooks the gateway needs.
 
-    - Handlers must know whether the client asked for an ack (errors then travel in the ack,
-      otherwise as an ``error`` envelope); python-socketio only knows it one level up, in
-      ``_handle_event_internal``, so it is passed down in a context variable.
+    - Client events go straight to :meth:`ClientEvents.dispatch`, which must know whether the
+      client asked for an ack (errors then travel in the ack, otherwise as an ``error``
+      envelope). Only ``_handle_event`` knows that, so the gateway takes over there; it also
+      skips python-socketio's generic handler lookup on the per-message path.
     - The ``welcome`` envelope must follow the CONNECT packet, so it is sent after
       ``_handle_connect`` has completed the handshake rather than from the connect handler.
     """
 
     events: ClientEvents
 
-    async def _handle_event_internal(self, server, sid, eio_sid, data, namespace, id):  # type: ignore[no-untyped-def]
-        token = _ack_requested.set(id is not None)
-        try:
-            await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
-        finally:
-            _ack_requested.reset(token)
+    async def _handle_event(self, eio_sid, namespace, id, data):  # type: ignore[no-untyped-def]
+        namespace = namespace or "/"
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if namespace != "/" or not self.manager.is_connected(sid, namespace):
+            return await super()._handle_event(eio_sid, namespace, id, data)
+        if not data or not isinstance(data[0], str):
+            return  # not an event python-socketio's client could have sent
+        result = await self.events.dispatch(sid, data[0], data[1] if len(data) > 1 else None, id is not None)
+        if id is not None:
+            await self._send_packet(
+                eio_sid, self.packet_class(sio_packet.ACK, namespace=namespace, id=id, data=[result])
+            )
 
     async def _handle_connect(self, eio_sid, namespace, data):  # type: ignore[no-untyped-def]
         await super()._handle_connect(eio_sid, namespace, data)
@@ -81,6 +86,8 @@ def create_sio(settings: Settings) -> GatewayServer:
         logger=False,
         engineio_logger=False,
     )
+    # Engine.IO would otherwise start a task per inbound message; in-line is in order and cheaper
+    sio.eio.async_handlers = False
     install_fast_websocket(sio.eio, compress=settings.ws_compression, send_buffer_limit=settings.send_buffer_limit)
     return sio
 
@@ -106,10 +113,6 @@ def create_app(settings: Settings) -> web.Application:
     @sio.event
     async def disconnect(sid: str, reason: Any = None) -> None:
         await events.disconnected(sid, reason)
-
-    @sio.on("*")
-    async def any_event(event: str, sid: str, *args: Any) -> dict[str, Any] | None:
-        return await events.dispatch(sid, event, args[0] if args else None, _ack_requested.get())
 
     app = web.Application(client_max_size=settings.max_message_bytes)
     app[SETTINGS_KEY] = settings
