@@ -11,7 +11,7 @@
  */
 import { RealtimeClient, type RealtimeClientOptions } from './client.js';
 import { localEnvelope, type Envelope } from './envelope.js';
-import { errorContent, RealtimeError } from './errors.js';
+import { errorContent, RealtimeError, ServerError } from './errors.js';
 import { parseFrame, sendFrame, type ClientFrame } from './frames.js';
 
 /** Client options; `url` and `token` default to what the WebSocket URL says. */
@@ -41,18 +41,22 @@ export class GatewayCloseEvent extends Event {
   }
 }
 
-type Handler<E extends Event> = ((this: GatewayWebSocket, event: E) => unknown) | null;
+type Handler<E extends Event> = ((this: WebSocket, event: E) => unknown) | null;
 type HandlerType = 'open' | 'message' | 'close' | 'error';
 
-export class GatewayWebSocket extends EventTarget {
+/**
+ * `implements WebSocket` keeps it assignable wherever code declared a WebSocket, e.g. the
+ * seed store's `ref<WebSocket | null>`, so swapping the constructor also type-checks.
+ */
+export class GatewayWebSocket extends EventTarget implements WebSocket {
   static readonly CONNECTING = 0;
   static readonly OPEN = 1;
   static readonly CLOSING = 2;
   static readonly CLOSED = 3;
-  readonly CONNECTING = 0;
-  readonly OPEN = 1;
-  readonly CLOSING = 2;
-  readonly CLOSED = 3;
+  readonly CONNECTING = 0 as const;
+  readonly OPEN = 1 as const;
+  readonly CLOSING = 2 as const;
+  readonly CLOSED = 3 as const;
 
   /**
    * A subclass whose constructor applies `options`, so call sites keep the plain
@@ -70,7 +74,7 @@ export class GatewayWebSocket extends EventTarget {
   /** Socket.IO has no subprotocols or extensions; kept for interface compatibility. */
   readonly protocol = '';
   readonly extensions = '';
-  binaryType: 'blob' | 'arraybuffer' = 'blob';
+  binaryType: BinaryType = 'blob';
   /** Queued data is counted by `client.queued` (requests, not bytes); this stays 0. */
   readonly bufferedAmount = 0;
   /** The underlying client, for rooms, state and typed helpers. */
@@ -121,16 +125,16 @@ export class GatewayWebSocket extends EventTarget {
   set onopen(handler: Handler<Event>) {
     this.#setHandler('open', handler);
   }
-  get onmessage(): Handler<MessageEvent<string>> {
+  get onmessage(): Handler<MessageEvent> {
     return this.#getHandler('message');
   }
-  set onmessage(handler: Handler<MessageEvent<string>>) {
+  set onmessage(handler: Handler<MessageEvent>) {
     this.#setHandler('message', handler);
   }
-  get onclose(): Handler<GatewayCloseEvent> {
+  get onclose(): Handler<CloseEvent> {
     return this.#getHandler('close');
   }
-  set onclose(handler: Handler<GatewayCloseEvent>) {
+  set onclose(handler: Handler<CloseEvent>) {
     this.#setHandler('close', handler);
   }
   get onerror(): Handler<Event> {
@@ -142,16 +146,18 @@ export class GatewayWebSocket extends EventTarget {
 
   /**
    * Sends one JSON frame `{type, content}` (the /ws protocol). A frame with an `id` is answered
-   * by an `ack` message `{id, ok, ...}`; a failure without an id arrives as an `error` message.
+   * by an `ack` message `{id, ok, ...}`; a failure without an id arrives as an `error` message,
+   * and so does binary data, which the gateway's JSON protocol has no place for.
    */
-  send(data: string): void {
+  send(data: string | ArrayBufferLike | Blob | ArrayBufferView): void {
     if (this.#readyState === GatewayWebSocket.CONNECTING) {
       throw new DOMException("Failed to execute 'send' on 'WebSocket': Still in CONNECTING state.", 'InvalidStateError');
     }
     if (this.#readyState !== GatewayWebSocket.OPEN) return;
     let frame: ClientFrame;
     try {
-      frame = parseFrame(String(data));
+      if (typeof data !== 'string') throw new ServerError('binary frames are not supported', 400);
+      frame = parseFrame(data);
     } catch (error) {
       this.#reply({}, error);
       return;

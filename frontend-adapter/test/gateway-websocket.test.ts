@@ -13,7 +13,14 @@ import { isProxy, reactive, ref, watch } from 'vue';
 import { CLOSE_AUTH_REFUSED, GatewayCloseEvent, GatewayWebSocket } from '../src/index.js';
 import { ClientPool, Inbox, nextEvent, reachState, WAIT_MS } from './support/clients.js';
 import { Gateway, mintToken, withTimeout } from './support/gateway.js';
-import { created, loadSeedStore, SEED_FIXTURE } from './support/seed-store.js';
+import {
+  created,
+  loadSeedStore,
+  MIGRATION_IMPORT,
+  SEED_FIXTURE,
+  seedSources,
+  typeErrors,
+} from './support/seed-store.js';
 import { until } from './support/vue.js';
 
 const ROOM = 'chat:room001';
@@ -128,6 +135,14 @@ describe('the seed guide store, verbatim, over GatewayWebSocket', () => {
   test('the fixture is the guide code block, unchanged', { skip: !existsSync(guidePath()) }, () => {
     const guide = readFileSync(guidePath(), 'utf8');
     assert.ok(guide.includes(readFileSync(SEED_FIXTURE, 'utf8')));
+  });
+
+  test('swapping the constructor (plus its import) adds no TypeScript error', () => {
+    const { original, swapped } = seedSources();
+    const errors = typeErrors({ 'original.ts': original, 'migrated.ts': `${MIGRATION_IMPORT}\n${swapped}` });
+    // The seed itself only lacks its application-supplied handleMessage.
+    assert.deepEqual(errors['original.ts'], ["Cannot find name 'handleMessage'."]);
+    assert.deepEqual(errors['migrated.ts'], errors['original.ts']);
   });
 
   test('welcome, join, chat, ping; survives a gateway crash with rooms and queued sends; disconnects', async () => {

@@ -46,14 +46,56 @@ export interface SeedStoreModule {
   };
 }
 
+/** The seed store's source, and the same with its one constructor swapped. */
+export function seedSources(): { original: string; swapped: string } {
+  const original = readFileSync(SEED_FIXTURE, 'utf8');
+  if (original.split(SEED_CONSTRUCTOR).length !== 2) throw new Error(`expected one ${SEED_CONSTRUCTOR} in the seed`);
+  return { original, swapped: original.replace(SEED_CONSTRUCTOR, 'new GatewayWebSocket(wsUrl)') };
+}
+
+/**
+ * TypeScript's diagnostics for each of `sources` (file name -> text) as modules of an
+ * application (strict, DOM lib, vue and pinia from node_modules), checked in one program since
+ * loading the libraries dominates the cost.
+ */
+export function typeErrors(sources: Record<string, string>): Record<string, string[]> {
+  const directory = path.resolve('.test-build/seed-typecheck');
+  mkdirSync(directory, { recursive: true });
+  const files = Object.entries(sources).map(([name, text]) => {
+    const file = path.join(directory, name);
+    writeFileSync(file, text);
+    return file;
+  });
+  const program = ts.createProgram(files, {
+    strict: true,
+    noEmit: true,
+    skipLibCheck: true,
+    target: ts.ScriptTarget.ES2022,
+    module: ts.ModuleKind.NodeNext,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    lib: ['lib.es2022.d.ts', 'lib.dom.d.ts'],
+    types: [],
+  });
+  return Object.fromEntries(
+    files.map((file) => [
+      path.basename(file),
+      ts
+        .getPreEmitDiagnostics(program, program.getSourceFile(file))
+        .map((diagnostic) => ts.flattenDiagnosticMessageText(diagnostic.messageText, '\n')),
+    ]),
+  );
+}
+
+/** The import line the README's migration adds, as seen from the type-check directory. */
+export const MIGRATION_IMPORT = "import { GatewayWebSocket } from '../../src/index.js'";
+
 export async function loadSeedStore(gatewayUrl: string): Promise<SeedStoreModule> {
-  const source = readFileSync(SEED_FIXTURE, 'utf8');
-  if (source.split(SEED_CONSTRUCTOR).length !== 2) throw new Error(`expected one ${SEED_CONSTRUCTOR} in the seed`);
+  const { swapped } = seedSources();
   const harness = pathToFileURL(path.resolve('.test-build/test/support/seed-store.js')).href;
   const migrated = [
     `import { seedWebSocketClass } from ${JSON.stringify(harness)};`,
     `const GatewayWebSocket = seedWebSocketClass(${JSON.stringify(gatewayUrl)});`,
-    source.replace(SEED_CONSTRUCTOR, 'new GatewayWebSocket(wsUrl)'),
+    swapped,
   ].join('\n');
   const { outputText } = ts.transpileModule(migrated, {
     compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
