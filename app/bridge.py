@@ -13,9 +13,9 @@ The payload is ``{"message": ENVELOPE}``. Every node pattern-subscribes and deli
 only** (``ClientEvents.emit(..., local=True)``): each node sees each publish, so relaying it
 through the cluster would hand every client one copy per node.
 
-A payload that cannot be delivered (not JSON, no ``message``, no ``type``, unknown channel) is
-logged with its channel, counted in ``gateway_bridge_dropped_total`` and dropped; it never stops
-the subscription. A lost Redis connection is retried with back-off for as long as the node runs.
+A payload that cannot be delivered (not JSON, no ``message``, no or a reserved ``type``, unknown
+channel) is logged with its channel, counted in ``gateway_bridge_dropped_total`` and dropped; it
+never stops the subscription. A lost Redis connection is retried with back-off for as long as the node runs.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from redis import asyncio as aioredis
 
 from .appkeys import EVENTS_KEY, SETTINGS_KEY
 from .auth import user_room
+from .emitter import check_type
 from .envelope import Envelope, ProtocolError, complete_envelope
 from .handlers import ClientEvents
 from .metrics import BRIDGE_DROPPED
@@ -74,9 +75,13 @@ def parse(data: bytes | str) -> Envelope:
     if not isinstance(payload, dict) or "message" not in payload:
         raise Dropped("no_message", "payload has no 'message'")
     try:
-        return complete_envelope(payload["message"])
+        envelope = complete_envelope(payload["message"])
+        check_type(envelope["type"])
     except ProtocolError as error:
         raise Dropped("bad_message", error.message) from None
+    except ValueError as error:
+        raise Dropped("bad_message", str(error)) from None
+    return envelope
 
 
 class LegacyBridge:

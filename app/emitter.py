@@ -37,10 +37,17 @@ class EmitError(Exception):
     """The message could not be handed to Redis (unreachable, refused, wrong credentials)."""
 
 
+RESERVED_TYPES = frozenset({"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"})
+"""Event names Socket.IO clients keep for their own life cycle: socket.io-client would run its
+``connect`` listeners for a message of type ``connect``."""
+
+
 def check_type(type_: Any) -> str:
-    """An envelope type: a non-empty string (it is also the Socket.IO event name)."""
+    """An envelope type: a non-empty string, not a reserved Socket.IO event (it is the event name)."""
     if not isinstance(type_, str) or not type_:
         raise ValueError("type must be a non-empty string")
+    if type_ in RESERVED_TYPES:
+        raise ValueError(f"type {type_!r} is reserved by Socket.IO")
     return type_
 
 
@@ -62,14 +69,31 @@ def check_room(room: Any) -> str:
 class MessageApi(Generic[R]):
     """The operations every emitter offers; a subclass only implements :meth:`_deliver`.
 
+    Three address a message (everyone, a room, a user); the other three build the typed contents
+    the front end knows (``system``, ``notification``, ``data_update``) on top of them.
+
     ``R`` is what an operation returns: the envelope id for :class:`SyncEmitter`, an awaitable of
     it for the asyncio emitters. Arguments are checked here, before anything is sent, and a bad
     one raises ``ValueError`` naming it.
     """
 
+    def broadcast(self, type: str, content: Any) -> R:
+        """Any message type to every connection."""
+        return self._deliver(make_envelope(check_type(type), content), None)
+
+    def broadcast_to_room(self, room: str, type: str, content: Any) -> R:
+        """Any message type to every member of a room."""
+        room = check_room(room)
+        return self._deliver(make_envelope(check_type(type), content, room=room), room)
+
+    def send_to_user(self, user_id: str | int, type: str, content: Any) -> R:
+        """Any message type to every connection of one user, on whichever node they are."""
+        user = check_user_id(user_id)
+        return self._deliver(make_envelope(check_type(type), content, to=user), user_room(user))
+
     def send_system(self, message: str, level: str = "info", code: int = 0) -> R:
         """A ``system`` message (``{message, level, code}``) to every connection."""
-        return self._deliver(make_envelope("system", {"message": message, "level": level, "code": code}), None)
+        return self.broadcast("system", {"message": message, "level": level, "code": code})
 
     def send_notification(
         self,
@@ -87,9 +111,8 @@ class MessageApi(Generic[R]):
         if link is not None:
             content["link"] = link
         if user_id is None:
-            return self._deliver(make_envelope("notification", content), None)
-        user = check_user_id(user_id)
-        return self._deliver(make_envelope("notification", content, to=user), user_room(user))
+            return self.broadcast("notification", content)
+        return self.send_to_user(user_id, "notification", content)
 
     def send_data_update(
         self,
@@ -103,23 +126,8 @@ class MessageApi(Generic[R]):
         when ``room`` is None, so open views can refresh what changed."""
         content = {"entity": entity, "action": action, "id": id, "data": data}
         if room is None:
-            return self._deliver(make_envelope("data_update", content), None)
-        room = check_room(room)
-        return self._deliver(make_envelope("data_update", content, room=room), room)
-
-    def broadcast_to_room(self, room: str, type: str, content: Any) -> R:
-        """Any message type to every member of a room."""
-        room = check_room(room)
-        return self._deliver(make_envelope(check_type(type), content, room=room), room)
-
-    def send_to_user(self, user_id: str | int, type: str, content: Any) -> R:
-        """Any message type to every connection of one user, on whichever node they are."""
-        user = check_user_id(user_id)
-        return self._deliver(make_envelope(check_type(type), content, to=user), user_room(user))
-
-    def broadcast(self, type: str, content: Any) -> R:
-        """Any message type to every connection."""
-        return self._deliver(make_envelope(check_type(type), content), None)
+            return self.broadcast("data_update", content)
+        return self.broadcast_to_room(room, "data_update", content)
 
     def _deliver(self, envelope: Envelope, room: str | None) -> R:
         """Send ``envelope`` to ``room`` (None: everyone) and return its id (or an awaitable of it)."""
@@ -132,7 +140,7 @@ def resolve_redis_url(redis_url: str | None) -> str:
     if not url:
         raise ValueError("no Redis URL: pass one (e.g. redis://localhost:6379/0) or set REDIS_URL")
     if urlparse(url).scheme not in REDIS_SCHEMES:
-        raise ValueError(f"{url!r} is not a Redis URL (expected e.g. redis://localhost:6379/0)")
+        raise ValueError(f"{_redacted(url)!r} is not a Redis URL (expected e.g. redis://localhost:6379/0)")
     return url
 
 

@@ -58,15 +58,16 @@ async def test_malformed_payloads_are_dropped_logged_and_counted_between_valid_o
     await publish(redis_client, "websocket:broadcast", b"\xff\xfe")
     await publish(redis_client, f"websocket:user:{people.user}", {"msg": {"type": "tick"}})
     await publish(redis_client, "websocket:broadcast", {"message": {"content": "no type"}})
+    await publish(redis_client, "websocket:broadcast", {"message": {"type": "connect"}})  # reserved by Socket.IO
     await publish(redis_client, f"websocket:room:{people.room}", {"message": "a string"})
     await publish(redis_client, "websocket:elsewhere:x", {"message": {"type": "tick"}})
     await publish(redis_client, "websocket:broadcast", {"message": {"type": "tick", "id": "t-2"}})
 
     await received_once(people.everyone, "tick", "t-1")
     await received_once(people.everyone, "tick", "t-2")  # each node handled every payload by now
-    await nothing_else(people.everyone, "tick")
+    await nothing_else(people.everyone, "tick", "connect")
     for node in cluster:
-        assert await dropped(node.url) == {"not_json": 2, "no_message": 1, "bad_message": 2, "unknown_channel": 1}
+        assert await dropped(node.url) == {"not_json": 2, "no_message": 1, "bad_message": 3, "unknown_channel": 1}
         assert "dropped payload on websocket:broadcast: payload is not JSON" in node.log()
         assert f"dropped payload on websocket:room:{people.room}: message must be a JSON object" in node.log()
 

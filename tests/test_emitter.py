@@ -135,5 +135,7 @@ async def test_unreachable_redis_and_bad_arguments_raise(monkeypatch):
         emitter.send_to_user(True, "t", None)
     with pytest.raises(ValueError, match="type"):
         emitter.broadcast("", None)
+    with pytest.raises(ValueError, match="'connect' is reserved"):
+        emitter.send_to_user("u", "connect", None)
     with pytest.raises(TypeError):
         emitter.broadcast("t", object())

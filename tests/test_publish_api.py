@@ -65,6 +65,7 @@ async def test_auth_and_validation_failures_deliver_nothing(gateway_factory, cli
         ("bad room", {**good, "target": {"room": "r" * 200}}, {}, 400, "target.room"),
         ("no type", {"target": {"all": True}}, {}, 400, "type"),
         ("empty type", {**good, "type": ""}, {}, 400, "type"),
+        ("reserved type", {**good, "type": "disconnect"}, {}, 400, "type"),
         ("too large", {**good, "content": "x" * 3000}, {}, 413, None),
         ("too large, chunked", chunks(b"x" * 1000, 3), {}, 413, None),
     ]
