@@ -93,3 +93,18 @@ async def test_no_legacy_channels_switches_the_bridge_off(redis_server, redis_cl
     await publish(redis_client, "websocket:broadcast", {"message": {"type": "legacy", "id": "l-1"}})
     await received_once([listener], "legacy", "l-1")
     await nothing_else([listener, deaf], "legacy")
+
+
+async def test_exactly_once_with_worker_processes(redis_server, redis_client, gateway_factory, clients):
+    server = gateway_factory(env={"REDIS_URL": redis_server.url, "WORKERS": "2"})
+    await wait_subscribed(redis_server.url, nodes=2)  # each worker is a cluster member with its bridge
+    user = uid()
+    connected: list = []
+    workers: set[str] = set()
+    while len(workers) < 2 or len(connected) < 6:  # the kernel spreads connections over the workers
+        assert len(connected) < 40, "every connection landed on one worker"
+        connected.append(await clients.ws(server.ws_url, make_token(user)))
+        workers.add(connected[-1].inbox.of_type("welcome")[0]["content"]["node"])
+    await publish(redis_client, f"websocket:user:{user}", {"message": {"type": "once", "id": "w-1"}})
+    await received_once(connected, "once", "w-1")
+    await nothing_else(connected, "once")
