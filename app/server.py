@@ -20,6 +20,7 @@ from .auth import AuthError, TokenVerifier
 from .bridge import legacy_bridge
 from .config import Settings
 from .emitter import InProcessEmitter
+from .engine_ws import handle_engine_websocket
 from .fanout import FanoutManager, RedisFanoutManager, install_fast_websocket
 from .handlers import TRANSPORT_ENVIRON_KEY, ClientEvents, refuse
 from .operations import Operations
@@ -119,7 +120,11 @@ def create_app(settings: Settings) -> web.Application:
     app[SIO_KEY] = sio
     app[EVENTS_KEY] = events
     app[EMITTER_KEY] = InProcessEmitter(events)
-    sio.attach(app)
+    # python-socketio's attach() registers these three routes; GET goes through the gateway's
+    # own WebSocket-only Engine.IO transport first (app.engine_ws), which defers the rest
+    app.router.add_get("/socket.io/", handle_engine_websocket)
+    app.router.add_post("/socket.io/", sio.handle_request)
+    app.router.add_route("OPTIONS", "/socket.io/", sio.handle_request)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/ws", handle_ws)
     if settings.api_key:

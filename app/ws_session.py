@@ -1,0 +1,187 @@
+"""A WebSocket connection served by the gateway itself and registered with python-socketio.
+
+Both WebSocket protocols the gateway serves directly — plain JSON envelopes on ``/ws``
+(:mod:`app.plain_ws`) and Engine.IO v4 on ``/socket.io/?transport=websocket``
+(:mod:`app.engine_ws`) — are a :class:`SessionSocket`. It stands in for an Engine.IO socket in
+``eio.sockets``, so python-socketio's connect, event, emit and disconnect paths treat it like
+any other client and every emit reaches it with no special case in the caller.
+
+Per connection it costs one aiohttp handler task and two timer handles: no writer task, no
+queue, no task per inbound message. Outbound frames go through a :class:`~app.fanout.FrameWriter`
+(ordered, coalesced, bounded). A heartbeat timer sends the protocol's ping every
+``ping_interval`` and closes the connection after ``silence_limit`` seconds without a frame.
+
+python-socketio / python-engineio interfaces relied on (pinned in pyproject.toml):
+
+- ``engineio.AsyncServer.sockets`` (eio_sid -> socket) and ``generate_id()``; the servers call a
+  socket's ``send(pkt)`` and ``close(wait, abort, reason)``, and read ``closed``, ``closing``,
+  ``upgraded``, ``session`` and ``check_ping_timeout()`` (see ``engineio/async_socket.py``).
+- ``socketio.AsyncServer._handle_eio_connect(eio_sid, environ)``,
+  ``_handle_eio_message(eio_sid, data)`` and ``_handle_eio_disconnect(eio_sid, reason)``: the
+  calls Engine.IO itself makes into python-socketio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import socketio
+from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
+from engineio import packet as eio_packet
+
+from .fanout import FrameWriter, text_frame
+
+log = logging.getLogger(__name__)
+
+
+class _NoQueue:
+    """What the fan-out path sees of an Engine.IO send queue: these sockets have none."""
+
+    @staticmethod
+    def qsize() -> int:
+        return 0
+
+
+class SessionSocket:
+    """Base class: registration, ordered writes, heartbeat, close. Subclasses say how packets
+    render (:meth:`send`) and how frames are read (:meth:`on_message`)."""
+
+    upgraded = True  # Engine.IO reports the transport as "websocket"
+    renders_envelopes = False
+    queue = _NoQueue()
+    transport_name = "websocket"
+
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        *,
+        send_buffer_limit: int,
+        ping_interval: float,
+        silence_limit: float,
+    ) -> None:
+        self.sio = sio
+        self.sid = sio.eio.generate_id()
+        self.ws = ws
+        self.session: dict[str, Any] = {}
+        self.closed = False
+        self.closing = False
+        self.disconnect_reason: Any = sio.reason.CLIENT_DISCONNECT
+        self.frame_writer = FrameWriter(
+            transport, lambda: self.shutdown(WSCloseCode.TRY_AGAIN_LATER, "client too slow"), send_buffer_limit
+        )
+        self._ping_interval = ping_interval
+        self._silence_limit = silence_limit
+        self._last_seen = time.monotonic()
+        self._heartbeat: asyncio.TimerHandle | None = None
+        self._closer: asyncio.Task[None] | None = None
+
+    # -- what python-socketio / Engine.IO call ----------------------------------------------
+
+    async def check_ping_timeout(self) -> bool:
+        return not self.closed  # the heartbeat timer does this job
+
+    async def send(self, pkt: eio_packet.Packet) -> None:
+        raise NotImplementedError
+
+    async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
+        self.shutdown(WSCloseCode.GOING_AWAY, "server shutting down")
+        if wait and self._closer is not None:
+            await asyncio.shield(self._closer)
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def push_text(self, text: str) -> None:
+        if not self.closing:
+            self.frame_writer.push(text_frame(text.encode()))
+
+    def shutdown(self, code: int, reason: str) -> None:
+        """Close after the frames already pushed have been written."""
+        if not self.closing:
+            self.closing = True
+            if self._heartbeat is not None:
+                self._heartbeat.cancel()
+            self._closer = asyncio.ensure_future(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        self.frame_writer.flush()
+        try:
+            await self.ws.close(code=code, message=reason.encode())
+        finally:
+            self.closed = True
+
+    # -- heartbeat --------------------------------------------------------------------------
+
+    def heartbeat_frame(self) -> bytes:
+        raise NotImplementedError
+
+    def _tick(self) -> None:
+        if self.closing:
+            return
+        if time.monotonic() - self._last_seen > self._silence_limit:
+            self.disconnect_reason = self.sio.reason.PING_TIMEOUT
+            self.shutdown(WSCloseCode.GOING_AWAY, "heartbeat timeout")
+            return
+        self.frame_writer.push(self.heartbeat_frame())
+        self._heartbeat = asyncio.get_running_loop().call_later(self._ping_interval, self._tick)
+
+    # -- the connection's life ----------------------------------------------------------------
+
+    async def on_open(self, environ: dict[str, Any]) -> bool:
+        """Register with python-socketio; False refuses the connection."""
+        raise NotImplementedError
+
+    async def on_message(self, msg: WSMessage) -> None:
+        raise NotImplementedError
+
+    async def serve(self, environ: dict[str, Any]) -> None:
+        """Run the connection until the client leaves, goes silent or is disconnected."""
+        sio = self.sio
+        sio.eio.sockets[self.sid] = self
+        try:
+            await sio._handle_eio_connect(self.sid, environ)
+            if await self.on_open(environ):
+                self._heartbeat = asyncio.get_running_loop().call_later(self._ping_interval, self._tick)
+                await self._read()
+        finally:
+            self.shutdown(WSCloseCode.OK, "bye")
+            await sio._handle_eio_disconnect(self.sid, self.disconnect_reason)
+            sio.eio.sockets.pop(self.sid, None)
+            if self._closer is not None:
+                await self._closer
+
+    async def _read(self) -> None:
+        ws = self.ws
+        while not self.closing:
+            msg = await ws.receive()
+            self._last_seen = time.monotonic()
+            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                await self.on_message(msg)
+            elif msg.type == WSMsgType.PING:
+                await ws.pong(msg.data)
+            elif msg.type != WSMsgType.PONG:  # CLOSE, CLOSING, CLOSED, ERROR
+                if msg.type == WSMsgType.ERROR:  # aiohttp has already answered 1009 for oversize
+                    log.info("websocket eio_sid=%s closed: %s", self.sid, ws.exception())
+                return
+        if self.disconnect_reason == self.sio.reason.CLIENT_DISCONNECT:
+            self.disconnect_reason = self.sio.reason.SERVER_DISCONNECT
+
+
+def minimal_environ(request: web.Request, **extra: Any) -> dict[str, Any]:
+    """The part of a WSGI environ the gateway's connect handler reads (kept per connection,
+    so it is small; ``aiohttp.request`` gives embedders everything else)."""
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": request.method,
+        "QUERY_STRING": request.query_string,
+        "REMOTE_ADDR": request.remote,
+        "aiohttp.request": request,
+        **extra,
+    }
+    authorization = request.headers.get("Authorization")
+    if authorization:
+        environ["HTTP_AUTHORIZATION"] = authorization
+    return environ

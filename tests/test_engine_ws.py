@@ -1,0 +1,125 @@
+"""The gateway's own Engine.IO v4 WebSocket transport, at the packet level and with real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from conftest import SECRET, make_token
+
+from app.appkeys import SIO_KEY
+from app.config import Settings
+from app.engine_ws import EngineSocket
+from app.server import create_app
+
+
+def uid(prefix: str = "u") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def server():
+    settings = Settings(jwt_secret=SECRET, ping_interval=0.3, ping_timeout=0.5, cors_origins=["https://ok.example"])
+    settings.validate()
+    test_server = TestServer(create_app(settings), host="127.0.0.1")
+    await test_server.start_server()
+    yield test_server
+    await test_server.close()
+
+
+def eio_url(server: TestServer, **query: str) -> str:
+    params = {"EIO": "4", "transport": "websocket", **query}
+    return f"http://127.0.0.1:{server.port}/socket.io/?" + "&".join(f"{k}={v}" for k, v in params.items())
+
+
+async def next_text(ws: aiohttp.ClientWebSocketResponse, skip_pings: bool = True) -> str:
+    """The next text frame, skipping server pings and presence broadcasts."""
+    while True:
+        msg = await ws.receive(timeout=10)
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            return f"<{msg.type.name}>"
+        if not (skip_pings and msg.data == "2") and not msg.data.startswith('42["user_status"'):
+            return msg.data
+
+
+async def test_handshake_events_acks_and_heartbeat(server):
+    sio = server.app[SIO_KEY]
+    async with aiohttp.ClientSession() as session, session.ws_connect(eio_url(server)) as ws:
+        opened = json.loads((await next_text(ws))[1:])
+        assert opened["upgrades"] == [] and opened["pingInterval"] == 300 and opened["pingTimeout"] == 500
+        assert isinstance(sio.eio.sockets[opened["sid"]], EngineSocket)
+
+        await ws.send_str("40" + json.dumps({"token": make_token(uid())}))
+        assert (await next_text(ws)).startswith('40{"sid":')
+        assert (await next_text(ws)).startswith('42["welcome"')
+        await ws.send_str('421["join_room","lobby"]')
+        assert await next_text(ws) == '431[{"ok":true,"room":"lobby"}]'
+
+        # the server pings; a client that answers stays connected through several intervals
+        for _ in range(4):
+            assert await next_text(ws, skip_pings=False) == "2"
+            await ws.send_str("3")
+        await ws.send_str("2probe")  # clients may ping too
+        assert await next_text(ws) == "3probe"
+
+
+async def test_a_client_that_stops_answering_pings_is_closed(server):
+    async with aiohttp.ClientSession() as session, session.ws_connect(eio_url(server)) as ws:
+        await next_text(ws)
+        await ws.send_str("40" + json.dumps({"token": make_token(uid())}))
+        await next_text(ws)
+        while (msg := await ws.receive(timeout=10)).type == aiohttp.WSMsgType.TEXT:
+            pass  # read, never answer "2" with "3"
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert ws.close_code == 1001
+
+
+async def test_bad_packets_and_close(server):
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(eio_url(server)) as ws:
+            await next_text(ws)
+            await ws.send_str("9nonsense")
+            assert await next_text(ws) == "<CLOSE>"
+            assert ws.close_code == 1003
+        async with session.ws_connect(eio_url(server)) as ws:
+            await next_text(ws)
+            await ws.send_str("1")  # Engine.IO close from the client
+            assert await next_text(ws) == "<CLOSE>"
+        assert server.app[SIO_KEY].eio.sockets == {}
+
+
+async def test_origin_is_checked_when_origins_are_configured(server):
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await session.ws_connect(eio_url(server), headers={"Origin": "https://evil.example"})
+        assert info.value.status == 400
+        async with session.ws_connect(eio_url(server), headers={"Origin": "https://ok.example"}) as ws:
+            assert (await next_text(ws)).startswith("0{")
+
+
+async def test_polling_then_upgrade_still_uses_python_engineio(gateway, clients):
+    """socket.io-client's default: start with long-polling, upgrade to WebSocket."""
+    room = uid("room")
+    a = await clients.sio(gateway.url, make_token(uid()), transports=["polling", "websocket"])
+    b = await clients.sio(gateway.url, make_token(uid()))
+    for client in (a, b):
+        await client.call("join_room", room)
+    for i in range(50):
+        await b.emit("room_message", {"room": room, "text": str(i)})
+    texts = [(await a.inbox.next("room_message"))["content"]["text"] for _ in range(50)]
+    assert texts == [str(i) for i in range(50)]
+    assert a.sio.transport() == "websocket"
+
+
+async def test_binary_payloads_survive_the_round_trip(gateway_factory, clients):
+    """Binary attachments take python-socketio's ordinary path on both transports."""
+    server = gateway_factory(env={"RATE_LIMIT": "1000"})
+    client = await clients.sio(server.url, make_token(uid()))
+    ack = await client.call("room_message", {"room": "r", "text": "x", "blob": b"\x00\x01"})
+    assert ack["ok"] is False and ack["error"]["code"] == 403  # parsed (not a member), not a crash
+    assert (await client.call("ping"))["ok"] is True
+    await asyncio.sleep(0)
