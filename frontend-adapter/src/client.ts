@@ -185,8 +185,10 @@ export class RealtimeClient {
   /** Joins `room`; from then on it is re-joined after every reconnect. */
   async joinRoom(room: string): Promise<AckOk> {
     const { ack } = await this.#submit('join_room', room);
-    this.#rooms.add(room);
-    this.#events.emit('rooms', this.rooms);
+    if (!this.#rooms.has(room)) {
+      this.#rooms.add(room);
+      this.#events.emit('rooms', this.rooms);
+    }
     return ack;
   }
 

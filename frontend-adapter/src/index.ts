@@ -13,7 +13,7 @@ export {
   type QueuedRequest,
   type RealtimeClientOptions,
 } from './client.js';
-export { backoffDelay, DEFAULT_BACKOFF, type ReconnectOptions } from './backoff.js';
+export { DEFAULT_BACKOFF, type ReconnectOptions } from './backoff.js';
 export type {
   AckOk,
   ChatContent,
