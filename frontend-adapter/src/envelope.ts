@@ -9,6 +9,10 @@ export interface WelcomeContent {
   user_id: string;
   username: string;
   server_time: number;
+  /** `socket.io` or `websocket` (the plain /ws endpoint). */
+  transport?: string;
+  /** Which gateway process serves the connection. */
+  node?: string;
 }
 
 /** `content` of an `error` envelope and of a rejected acknowledgement. */
@@ -47,6 +51,8 @@ export interface EnvelopeContentMap {
   notification: NotificationContent;
   data_update: Record<string, unknown>;
   user_status: UserStatusContent;
+  /** The answer to a `presence` request, also sent as an envelope. */
+  presence: { users: Record<string, 'online' | 'offline'> };
 }
 
 export type EnvelopeType = keyof EnvelopeContentMap;

@@ -10,7 +10,7 @@ import { after, afterEach, before, describe, mock, test } from 'node:test';
 import { createPinia, setActivePinia } from 'pinia';
 import { isProxy, reactive, ref, watch } from 'vue';
 
-import { CLOSE_AUTH_REFUSED, GatewayCloseEvent, GatewayWebSocket } from '../src/index.js';
+import { CLOSE_ABNORMAL, CLOSE_AUTH_REFUSED, GatewayCloseEvent, GatewayWebSocket } from '../src/index.js';
 import { ClientPool, Inbox, nextEvent, reachState, WAIT_MS } from './support/clients.js';
 import { Gateway, mintToken, withTimeout } from './support/gateway.js';
 import {
@@ -128,6 +128,30 @@ describe('GatewayWebSocket', () => {
     assert.match(close.reason, /invalid token/);
     assert.equal(close.wasClean, false);
     assert.equal(socket.readyState, GatewayWebSocket.CLOSED);
+  });
+});
+
+describe('GatewayWebSocket when the gateway stays away', () => {
+  test('reconnecting given up: error, then close 1006; configure() applies client options', async () => {
+    const Socket = GatewayWebSocket.configure({
+      url: gateway.url,
+      reconnect: { initialDelayMs: 20, maxDelayMs: 50, maxAttempts: 2 },
+    });
+    const socket = new Socket(`ws://ignored.invalid/ws?token=${mintToken('alice')}`);
+    sockets.push(socket);
+    await withTimeout(once(socket, 'open'), WAIT_MS, 'open');
+    const events: string[] = [];
+    socket.onerror = () => events.push('error');
+    const closed = once(socket, 'close');
+    try {
+      await gateway.stop('SIGKILL');
+      const [close] = (await withTimeout(closed, WAIT_MS, 'close')) as [GatewayCloseEvent];
+      assert.deepEqual(events, ['error']);
+      assert.equal(close.code, CLOSE_ABNORMAL);
+      assert.equal(close.wasClean, false);
+    } finally {
+      await gateway.restart();
+    }
   });
 });
 

@@ -14,7 +14,7 @@ const PYTHON = process.env['GATEWAY_PYTHON'] ?? 'python3';
 const START_TIMEOUT_MS = 15_000;
 const STOP_TIMEOUT_MS = 15_000;
 
-export const JWT_SECRET = 'frontend-adapter-test-secret';
+export const JWT_SECRET = 'frontend-adapter-test-secret-of-32+-bytes';
 
 export class Gateway {
   readonly port: number;
