@@ -18,10 +18,12 @@ from . import jsoncodec
 from .appkeys import EMITTER_KEY, EVENTS_KEY, SETTINGS_KEY, SIO_KEY
 from .auth import AuthError, TokenVerifier
 from .bridge import legacy_bridge
+from .cluster import RedisFanoutManager
 from .config import Settings
+from .console import install_console
 from .emitter import InProcessEmitter
 from .engine_ws import handle_engine_websocket
-from .fanout import FanoutManager, RedisFanoutManager, install_fast_websocket
+from .fanout import FanoutManager, install_fast_websocket
 from .handlers import TRANSPORT_ENVIRON_KEY, ClientEvents, refuse
 from .operations import Operations
 from .plain_ws import handle_ws
@@ -129,6 +131,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/ws", handle_ws)
     if settings.api_key:
         app.router.add_post("/api/publish", publish)
+    install_console(app, settings)  # GET /console, and POST /console/dev-token in dev mode
     if settings.redis_url and settings.legacy_channels:
         app.cleanup_ctx.append(legacy_bridge)
     app.on_startup.append(_start_manager)
