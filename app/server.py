@@ -18,12 +18,11 @@ from . import jsoncodec
 from .appkeys import EMITTER_KEY, EVENTS_KEY, SETTINGS_KEY, SIO_KEY
 from .auth import AuthError, TokenVerifier
 from .bridge import legacy_bridge
-from .cluster import RedisFanoutManager
 from .config import Settings
 from .console import install_console
 from .emitter import InProcessEmitter
 from .engine_ws import handle_engine_websocket
-from .fanout import FanoutManager, install_fast_websocket
+from .fanout import FanoutManager, RedisFanoutManager, install_fast_websocket
 from .handlers import TRANSPORT_ENVIRON_KEY, ClientEvents, refuse
 from .operations import Operations
 from .plain_ws import handle_ws
