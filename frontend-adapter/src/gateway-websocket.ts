@@ -86,9 +86,9 @@ export class GatewayWebSocket extends EventTarget implements WebSocket {
   readonly #handlers = new Map<HandlerType, { handler: Handler<never>; listener: (event: Event) => void }>();
   readonly #unsubscribe: Array<() => void>;
 
-  constructor(url: string | URL, protocols?: string | string[], options: GatewayWebSocketOptions = {}) {
+  /** `_protocols` is accepted for signature compatibility; Socket.IO has no subprotocols. */
+  constructor(url: string | URL, _protocols?: string | string[], options: GatewayWebSocketOptions = {}) {
     super();
-    void protocols;
     const target = new URL(String(url), globalThis.location?.href);
     this.url = target.href;
     const { url: gatewayUrl, token, ...clientOptions } = options;
