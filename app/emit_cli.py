@@ -39,18 +39,17 @@ def _operations() -> dict[str, Operation]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    redis_help = "the gateway cluster's Redis [REDIS_URL]"
+    # accepted before and after the subcommand; SUPPRESS keeps the subcommand from resetting it
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--redis-url",
-        default=os.environ.get("REDIS_URL") or None,
-        help="the gateway cluster's Redis [REDIS_URL]",
-    )
+    common.add_argument("--redis-url", default=argparse.SUPPRESS, help=redis_help)
     parser = argparse.ArgumentParser(
         prog="realtime-gateway emit",
         description="Send a message to connected clients on every node, through the cluster's Redis. "
         "Prints the message id.",
         epilog="example: realtime-gateway emit notification --user 42 --title 'Order shipped' --body 'On its way'",
     )
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL") or None, help=redis_help)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_: str) -> argparse.ArgumentParser:

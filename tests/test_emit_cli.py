@@ -36,7 +36,7 @@ async def test_every_subcommand_reaches_exactly_its_audience_on_both_nodes(clust
         "update": ["data-update", "--entity", "user", "--action", "create", "--id", "9", "--json", '{"a": 1}', *url],
         "room": ["room", "--room", people.room, "--type", "room_news", "--json", "[1, 2]", *url],
         "user": ["user", "--user", people.user, "--type", "private", "--json", '"psst"', *url],
-        "broadcast": ["broadcast", "--type", "announce", *url],
+        "broadcast": [*url, "broadcast", "--type", "announce"],  # --redis-url before the subcommand too
     }
     commands["update"] += ["--room", people.room]
     results = dict(zip(commands, await asyncio.gather(*(emit(*argv) for argv in commands.values())), strict=True))
