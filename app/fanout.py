@@ -39,7 +39,6 @@ from engineio.async_drivers import aiohttp as eio_aiohttp
 
 from .envelope import event_as_envelope_text
 from .jsoncodec import dumps
-from .metrics import REDIS_PUBLISH_FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -262,17 +261,3 @@ def plain_text(event: str, args: list[Any], encoded: str, namespace: str) -> str
     if namespace == "/" and len(args) == 1 and isinstance(args[0], dict) and args[0].get("type") == event:
         return encoded[len(dumps(event)) + 3 : -1]
     return event_as_envelope_text(event, args)
-
-
-class RedisFanoutManager(socketio.AsyncRedisManager, FanoutManager):
-    """The Redis manager for clusters, delivering locally through :class:`FanoutManager`.
-
-    MRO: AsyncRedisManager -> AsyncPubSubManager -> FanoutManager -> AsyncManager, so the
-    pub/sub layer's local delivery (``super().emit`` in ``_handle_emit``) is the fast path.
-    """
-
-    async def _publish(self, data: Any) -> Any:
-        result = await super()._publish(data)
-        if result is None:  # python-socketio logs and gives up after a retry; count it
-            REDIS_PUBLISH_FAILURES.inc()
-        return result

@@ -18,17 +18,20 @@ from . import jsoncodec
 from .appkeys import EMITTER_KEY, EVENTS_KEY, SETTINGS_KEY, SIO_KEY
 from .auth import AuthError, TokenVerifier
 from .bridge import legacy_bridge
+from .cluster import RedisFanoutManager
 from .config import Settings
 from .console import install_console
 from .emitter import InProcessEmitter
 from .engine_ws import handle_engine_websocket
-from .fanout import FanoutManager, RedisFanoutManager, install_fast_websocket
+from .fanout import FanoutManager, install_fast_websocket
 from .handlers import TRANSPORT_ENVIRON_KEY, ClientEvents, refuse
 from .operations import Operations
 from .plain_ws import handle_ws
 from .publish_api import publish
 
 log = logging.getLogger(__name__)
+
+MANAGER_DRAIN_TIMEOUT = 2.0
 
 
 class GatewayServer(socketio.AsyncServer):
@@ -134,6 +137,7 @@ def create_app(settings: Settings) -> web.Application:
     if settings.redis_url and settings.legacy_channels:
         app.cleanup_ctx.append(legacy_bridge)
     app.on_startup.append(_start_manager)
+    app.on_cleanup.append(_drain_manager)
     app.on_shutdown.append(_disconnect_everyone)
     operations.install(app)  # after _disconnect_everyone: presence is cleaned up once clients are gone
     return app
@@ -150,6 +154,12 @@ async def _start_manager(app: web.Application) -> None:
     if not sio.manager_initialized:
         sio.manager_initialized = True
         sio.manager.initialize()
+
+
+async def _drain_manager(app: web.Application) -> None:
+    manager = app[SIO_KEY].manager
+    if isinstance(manager, RedisFanoutManager):
+        await manager.drain(MANAGER_DRAIN_TIMEOUT)
 
 
 async def _disconnect_everyone(app: web.Application) -> None:
