@@ -16,7 +16,9 @@ the envelope id. A user is addressed as the room ``user:<id>`` every connection 
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from collections.abc import Awaitable
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlparse
@@ -31,6 +33,11 @@ from .handlers import ClientEvents
 __all__ = ["EmitError", "Emitter", "InProcessEmitter", "MessageApi", "SyncEmitter"]
 
 R = TypeVar("R")
+
+MAX_IN_FLIGHT = 50
+"""Publishes one emitter has in flight at once. redis-py's pool (100 connections) refuses a
+connection beyond its size rather than waiting for one, so a burst (``asyncio.gather`` over a
+thousand emits, a Celery worker with a thousand greenlets) would fail instead of queueing."""
 
 
 class EmitError(Exception):
@@ -197,9 +204,11 @@ class Emitter(MessageApi[Awaitable[str]]):
     def __init__(self, redis_url: str | None = None) -> None:
         self.redis_url = resolve_redis_url(redis_url)
         self._manager = _AsyncPublisher(self.redis_url, write_only=True)
+        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     async def _emit(self, envelope: Envelope, room: str | None) -> str:
-        await self._manager.emit(envelope["type"], envelope, namespace="/", room=room)
+        async with self._in_flight:
+            await self._manager.emit(envelope["type"], envelope, namespace="/", room=room)
         return envelope["id"]
 
     def _deliver(self, envelope: Envelope, room: str | None) -> Awaitable[str]:
@@ -228,9 +237,11 @@ class SyncEmitter(MessageApi[str]):
     def __init__(self, redis_url: str | None = None) -> None:
         self.redis_url = resolve_redis_url(redis_url)
         self._manager = _SyncPublisher(self.redis_url, write_only=True)
+        self._in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT)
 
     def _deliver(self, envelope: Envelope, room: str | None) -> str:
-        self._manager.emit(envelope["type"], envelope, namespace="/", room=room)
+        with self._in_flight:
+            self._manager.emit(envelope["type"], envelope, namespace="/", room=room)
         return envelope["id"]
 
     def close(self) -> None:

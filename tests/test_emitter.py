@@ -8,11 +8,12 @@ import re
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from aiohttp import web
-from conftest import ROOT, SECRET, free_port
-from delivery import audience, nothing_else, received_once, wait_subscribed
+from conftest import ROOT, SECRET, free_port, make_token
+from delivery import audience, nothing_else, received_once, uid, wait_subscribed
 
 from app import Emitter, SyncEmitter
 from app.appkeys import EMITTER_KEY
@@ -114,6 +115,23 @@ async def test_in_process_emitter_inside_a_single_node(clients):
             await client.close()
     finally:
         await runner.cleanup()
+
+
+async def test_bursts_queue_instead_of_failing(redis_server, gateway_factory, clients):
+    """More concurrent emits than redis-py's pool has connections (100), from tasks and threads."""
+    node = gateway_factory(env={"REDIS_URL": redis_server.url})
+    user = uid()
+    client = await clients.ws(node.ws_url, make_token(user))
+    await wait_subscribed(redis_server.url, nodes=1)
+    async with Emitter(redis_server.url) as emitter:
+        ids = await asyncio.gather(*(emitter.send_to_user(user, "burst", i) for i in range(300)))
+    with SyncEmitter(redis_server.url) as sync_emitter, ThreadPoolExecutor(max_workers=150) as pool:
+        ids += await asyncio.gather(
+            *(asyncio.wrap_future(pool.submit(sync_emitter.send_to_user, user, "burst", i)) for i in range(150))
+        )
+    for message_id in ids:
+        await client.inbox.next("burst", id=message_id)
+    assert await client.inbox.quiet("burst", 0.2) == []
 
 
 async def test_unreachable_redis_and_bad_arguments_raise(monkeypatch):
