@@ -57,15 +57,15 @@ def install_console(app: web.Application, settings: Settings) -> None:
             return web.json_response({"error": "console assets are not installed"}, status=404)
         return web.FileResponse(index, headers={**PAGE_HEADERS, "Content-Type": "text/html; charset=utf-8"})
 
-    async def asset(request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
-        path = assets.get(name)
-        if path is None or name == "index.html":
-            raise web.HTTPNotFound()
+    def asset(path: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         content_type = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
         if content_type.startswith("text/"):
             content_type += "; charset=utf-8"
-        return web.FileResponse(path, headers={**ASSET_HEADERS, "Content-Type": content_type})
+
+        async def serve(request: web.Request) -> web.StreamResponse:
+            return web.FileResponse(path, headers={**ASSET_HEADERS, "Content-Type": content_type})
+
+        return serve
 
     async def config(request: web.Request) -> web.Response:
         return web.json_response(
@@ -76,7 +76,10 @@ def install_console(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/console", redirect_to_slash)
     app.router.add_get("/console/", page)
     app.router.add_get("/console/config", config)
-    app.router.add_get("/console/{name}", asset)
+    # one route per file: no path from the request ever reaches the file system
+    for name, path in sorted(assets.items()):
+        if name != "index.html":
+            app.router.add_get(f"/console/{name}", asset(path))
     if settings.dev_secret:
         app.router.add_post("/console/dev-token", dev_token_handler(settings))
 

@@ -1,0 +1,334 @@
+// Browser scenarios for the gateway's console page, run by tests/test_console.py.
+//
+//   node tests/browser/console.spec.mjs <scenario>
+//
+// CONSOLE_TEST (JSON) says where the gateways are and what to use: {urls: [...], tokens: {...},
+// apiKey, python, redisUrl, chromium, outDir}. Headless Chromium is driven by playwright-core,
+// installed with the console's devDependencies (console/package.json). Every wait is bounded;
+// the process exits 0 when the scenario passed, 1 with the reason (and screenshots) otherwise.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdir } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { promisify } from 'node:util';
+
+const require = createRequire(new URL('../../console/package.json', import.meta.url));
+const { chromium } = require('playwright-core');
+
+const config = JSON.parse(process.env.CONSOLE_TEST ?? '{}');
+const WAIT = 10_000;
+const LAPTOP = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
+const run = promisify(execFile);
+
+const pages = [];
+const problems = [];
+
+async function openConsole(browser, name, url, viewport = LAPTOP) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  page.on('pageerror', (error) => problems.push(`${name}: uncaught ${error.stack ?? error}`));
+  page.on('console', (message) => {
+    // a refused fetch (a wrong API key on purpose) logs "Failed to load resource"; anything
+    // else at error level (an exception, a Content-Security-Policy refusal) is a failure
+    if (message.type() === 'error' && !message.text().startsWith('Failed to load resource')) {
+      problems.push(`${name}: console error: ${message.text()}`);
+    }
+  });
+  pages.push({ name, page, context });
+  await page.goto(url);
+  await page.locator('body[data-ready="true"]').waitFor();
+  return page;
+}
+
+const byId = (page, testId) => page.getByTestId(testId);
+
+async function loginWithDevToken(page, username) {
+  await byId(page, 'dev-token-form').waitFor({ state: 'visible' });
+  await byId(page, 'dev-username').fill(username);
+  await byId(page, 'dev-token-connect').click();
+  await connected(page);
+}
+
+async function loginWithJwt(page, token) {
+  assert.equal(await byId(page, 'dev-token-form').isVisible(), false, 'no demo tokens with a configured secret');
+  await byId(page, 'token-input').fill(token);
+  await byId(page, 'token-connect').click();
+  await connected(page);
+}
+
+async function connected(page) {
+  await page.locator('[data-testid="connection-status"][data-state="connected"]').waitFor();
+  await byId(page, 'identity').filter({ hasText: /\S/ }).waitFor();
+}
+
+const onlineUser = (page, userId) => page.locator(`[data-testid="online-user"][data-user-id="${userId}"]`);
+
+async function joinRoom(page, room) {
+  await byId(page, 'room-input').fill(room);
+  await byId(page, 'join-button').click();
+  await page.locator(`[data-testid="room-item"][data-room="${room}"]`).waitFor();
+  await page.locator(`[data-testid="chat-pane"][data-room="${room}"]`).waitFor({ state: 'visible' });
+}
+
+async function say(page, room, text) {
+  const pane = page.locator(`[data-testid="chat-pane"][data-room="${room}"]`);
+  await pane.getByTestId('chat-input').fill(text);
+  await pane.getByTestId('chat-send').click();
+}
+
+const chatMessage = (page, room, text) =>
+  page.locator(`[data-testid="chat-pane"][data-room="${room}"] [data-testid="chat-message"]`, { hasText: text });
+
+async function publish(page, { kind, target = 'all', to = '', fields }) {
+  await byId(page, 'admin-kind').selectOption(kind);
+  await byId(page, 'admin-target').selectOption(target);
+  if (target !== 'all') await byId(page, 'admin-target-value').fill(to);
+  for (const [testId, value] of Object.entries(fields)) {
+    const input = byId(page, testId);
+    if ((await input.evaluate((node) => node.tagName)) === 'SELECT') await input.selectOption(value);
+    else await input.fill(value);
+  }
+  const result = byId(page, 'admin-result');
+  await result.evaluate((node) => {
+    node.textContent = '';
+  });
+  await byId(page, 'admin-send').click();
+  await result.filter({ hasText: /^(Sent|The|\d{3}|Request|Enter)/ }).waitFor();
+  return { ok: (await result.getAttribute('data-ok')) === 'true', text: await result.textContent() };
+}
+
+const toast = (page, text) => page.locator('[data-testid="toast"]', { hasText: text });
+
+/** Waits until the system banner shows `marker`: everything sent to this page before it has arrived. */
+async function barrier(page, marker) {
+  await byId(page, 'system-banner').filter({ hasText: marker }).waitFor();
+}
+
+async function screenshot(page, name) {
+  await mkdir(config.outDir, { recursive: true });
+  await page.screenshot({ path: path.join(config.outDir, `${name}.png`), fullPage: true });
+}
+
+async function emit(...args) {
+  const { stdout } = await run(config.python, ['-m', 'app', 'emit', ...args], {
+    cwd: config.root,
+    env: { ...process.env, REDIS_URL: config.redisUrl },
+    timeout: 30_000,
+  });
+  return stdout.trim();
+}
+
+// ---- scenarios ---------------------------------------------------------------------------
+
+const scenarios = {
+  /** Dev mode: two users get demo tokens, see each other come and go, join a room and chat. */
+  async chat_presence(browser) {
+    const [url] = config.urls;
+    const bob = await openConsole(browser, 'bob', `${url}/console/`);
+    await loginWithDevToken(bob, 'Bob');
+    await onlineUser(bob, 'Bob').waitFor();
+
+    // without the trailing slash: redirected to /console/
+    const alice = await openConsole(browser, 'alice', `${url}/console`);
+    assert.ok(alice.url().endsWith('/console/'), `redirected to ${alice.url()}`);
+    await loginWithDevToken(alice, 'Alice');
+    await onlineUser(alice, 'Bob').waitFor(); // from GET /ws/online-users
+    await onlineUser(bob, 'Alice').waitFor(); // live, from a user_status envelope
+    await bob.locator('[data-testid="feed-item"][data-type="user_status"]', { hasText: '"online"' }).first().waitFor();
+
+    await joinRoom(alice, 'lobby');
+    await joinRoom(bob, 'lobby');
+    await say(alice, 'lobby', 'hello from alice');
+    await chatMessage(bob, 'lobby', 'hello from alice').waitFor();
+    await chatMessage(alice, 'lobby', 'hello from alice').waitFor();
+    await say(bob, 'lobby', 'hi alice, bob here');
+    await chatMessage(alice, 'lobby', 'hi alice, bob here').waitFor();
+    assert.equal(await chatMessage(alice, 'lobby', 'hello from alice').getAttribute('data-from'), 'Alice');
+
+    // a second room on one page only: its messages stay in its own pane
+    await joinRoom(alice, 'side-room');
+    await say(alice, 'side-room', 'only alice is here');
+    await chatMessage(alice, 'side-room', 'only alice is here').waitFor();
+    assert.equal(await chatMessage(alice, 'lobby', 'only alice is here').count(), 0);
+
+    // the feed filter shows one type only
+    await byId(bob, 'feed-filter').selectOption('room_message');
+    const visible = bob.locator('[data-testid="feed-item"]:visible');
+    await visible.first().waitFor();
+    const types = await visible.evaluateAll((items) => items.map((item) => item.dataset.type));
+    assert.ok(types.length >= 2, `room_message items: ${types}`);
+    assert.deepEqual([...new Set(types)], ['room_message']);
+    assert.ok((await bob.locator('[data-testid="feed-item"][data-type="user_status"]').count()) > 0);
+    await byId(bob, 'feed-filter').selectOption('');
+
+    // leaving a room removes its pane; the room's later messages are not shown
+    await alice.locator('[data-testid="room-item"][data-room="side-room"]').getByTestId('leave-button').click();
+    await alice.locator('[data-testid="chat-pane"][data-room="side-room"]').waitFor({ state: 'detached' });
+
+    await screenshot(alice, 'chat-alice');
+    await screenshot(bob, 'chat-bob');
+
+    // Alice closes her tab: Bob sees her go offline
+    await alice.context().close();
+    await onlineUser(bob, 'Alice').waitFor({ state: 'detached' });
+    await bob.locator('[data-testid="feed-item"][data-type="user_status"]', { hasText: '"offline"' }).first().waitFor();
+    assert.equal(await onlineUser(bob, 'Bob').count(), 1);
+    await screenshot(bob, 'chat-bob-after-alice-left');
+  },
+
+  /** A configured secret and API key: JWT log-in, and the admin panel's three kinds of message. */
+  async admin_toast(browser) {
+    const [url] = config.urls;
+    const alice = await openConsole(browser, 'alice', `${url}/console/`);
+    await loginWithJwt(alice, config.tokens.alice);
+    const bob = await openConsole(browser, 'bob', `${url}/console/`);
+    await loginWithJwt(bob, config.tokens.bob);
+    const phone = await openConsole(browser, 'carol-phone', `${url}/console/`, PHONE);
+    await loginWithJwt(phone, config.tokens.carol);
+    await onlineUser(alice, 'bob').waitFor();
+    await onlineUser(alice, 'carol').waitFor();
+    for (const page of [alice, bob, phone]) await joinRoom(page, 'chat:room001');
+    await say(bob, 'chat:room001', 'deploying v2 now');
+    await chatMessage(alice, 'chat:room001', 'deploying v2 now').waitFor();
+
+    // the API key stays in this tab's sessionStorage, never in localStorage
+    await byId(alice, 'api-key').fill(config.apiKey);
+    const storage = await alice.evaluate(() => ({
+      session: Object.entries(sessionStorage),
+      local: Object.entries(localStorage),
+    }));
+    assert.ok(
+      storage.session.some(([, value]) => value === config.apiKey),
+      `sessionStorage: ${JSON.stringify(storage.session.map(([k]) => k))}`,
+    );
+    assert.deepEqual(storage.local, [], 'nothing in localStorage');
+
+    const sent = await publish(alice, {
+      kind: 'notification',
+      target: 'user',
+      to: 'bob',
+      fields: { 'admin-title': 'Deploy finished', 'admin-body': 'v2 is live', 'admin-link': '/changelog' },
+    });
+    assert.ok(sent.ok, sent.text);
+    await toast(bob, 'Deploy finished').waitFor();
+    await byId(bob, 'unread-count').filter({ hasText: /^1$/ }).waitFor();
+    assert.equal(await toast(bob, 'Deploy finished').locator('a').getAttribute('href'), `${url}/changelog`);
+
+    // a system message to everyone after it: once a page shows it, the notification had its chance
+    const system = await publish(alice, {
+      kind: 'system',
+      fields: { 'admin-message': 'Maintenance at 22:00', 'admin-level': 'warning' },
+    });
+    assert.ok(system.ok, system.text);
+    for (const page of [alice, bob, phone]) await barrier(page, 'Maintenance at 22:00');
+    for (const page of [alice, phone]) {
+      assert.equal(await byId(page, 'toast').count(), 0, 'the notification reached only bob');
+      assert.equal(await byId(page, 'unread-count').textContent(), '0');
+    }
+    assert.equal(await byId(bob, 'system-banner').getAttribute('data-level'), 'warning');
+
+    const update = await publish(alice, {
+      kind: 'data_update',
+      target: 'room',
+      to: 'chat:room001',
+      fields: { 'admin-entity': 'user', 'admin-action': 'create', 'admin-id': '123', 'admin-data': '{"username": "new_user"}' },
+    });
+    assert.ok(update.ok, update.text);
+    for (const page of [alice, bob, phone]) {
+      await page.locator('[data-testid="feed-item"][data-type="data_update"]', { hasText: 'new_user' }).waitFor();
+    }
+
+    // a notification to everyone reaches every page, the phone included
+    const everyone = await publish(alice, {
+      kind: 'notification',
+      fields: { 'admin-title': 'Welcome to v2', 'admin-body': 'Read what changed', 'admin-link': '' },
+    });
+    assert.ok(everyone.ok, everyone.text);
+    for (const page of [alice, bob, phone]) await toast(page, 'Welcome to v2').waitFor();
+    await byId(bob, 'unread-count').filter({ hasText: /^2$/ }).waitFor();
+
+    await screenshot(bob, 'admin-bob-laptop');
+    await screenshot(alice, 'admin-alice-laptop');
+    await screenshot(phone, 'admin-carol-phone');
+
+    // opening the notifications clears the counter; the list keeps both
+    await byId(bob, 'notifications-button').click();
+    await byId(bob, 'unread-count').filter({ hasText: /^0$/ }).waitFor();
+    assert.equal(await byId(bob, 'notification-item').count(), 2);
+
+    // a wrong key is refused and said so
+    await byId(alice, 'api-key').fill('not-the-key');
+    const refused = await publish(alice, { kind: 'system', fields: { 'admin-message': 'never delivered' } });
+    assert.equal(refused.ok, false);
+    assert.match(refused.text, /401/);
+
+    // a reload keeps the tab's session (token and API key) and reconnects
+    await byId(alice, 'api-key').fill(config.apiKey);
+    await alice.reload();
+    await connected(alice);
+    assert.equal(await byId(alice, 'api-key').inputValue(), config.apiKey);
+    await byId(alice, 'logout').click();
+    await byId(alice, 'login-panel').waitFor({ state: 'visible' });
+    assert.equal(await alice.evaluate(() => sessionStorage.length), 1, 'log-out forgets the token, keeps the API key');
+  },
+
+  /** Clustered: a notification from `realtime-gateway emit` reaches only its user, on another node. */
+  async cli_toast(browser) {
+    const [url1, url2] = config.urls;
+    const alice = await openConsole(browser, 'alice', `${url1}/console/`);
+    await loginWithJwt(alice, config.tokens.alice);
+    const bob = await openConsole(browser, 'bob', `${url2}/console/`);
+    await loginWithJwt(bob, config.tokens.bob);
+    await onlineUser(alice, 'bob').waitFor(); // across nodes, through Redis
+    await onlineUser(bob, 'alice').waitFor();
+
+    const id = await emit('notification', '--user', 'bob', '--title', 'From the CLI', '--body', 'realtime-gateway emit');
+    assert.match(id, /^\S+$/);
+    await toast(bob, 'From the CLI').waitFor();
+    await byId(bob, 'unread-count').filter({ hasText: /^1$/ }).waitFor();
+    assert.equal(await bob.locator(`[data-testid="toast"][data-id="${id}"]`).count(), 1, 'the toast is the emitted envelope');
+
+    await emit('system', 'cli barrier', '--level', 'info');
+    await barrier(alice, 'cli barrier');
+    await barrier(bob, 'cli barrier');
+    assert.equal(await byId(alice, 'toast').count(), 0, 'the notification reached only bob');
+    assert.equal(await byId(alice, 'unread-count').textContent(), '0');
+
+    await screenshot(alice, 'cli-alice');
+    await screenshot(bob, 'cli-bob');
+  },
+};
+
+// ---- runner ------------------------------------------------------------------------------
+
+const name = process.argv[2];
+const scenario = scenarios[name];
+if (!scenario) {
+  console.error(`usage: console.spec.mjs <${Object.keys(scenarios).join('|')}>`);
+  process.exit(2);
+}
+const browser = await chromium.launch({
+  executablePath: config.chromium ?? '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+  timeout: 30_000,
+});
+let failed = false;
+const started = performance.now();
+try {
+  await scenario(browser);
+  assert.deepEqual(problems, [], 'no errors in the pages');
+} catch (error) {
+  failed = true;
+  console.error(`scenario ${name} failed: ${error.stack ?? error}`);
+  if (problems.length) console.error(`page problems:\n  ${problems.join('\n  ')}`);
+  for (const { name: page, page: handle } of pages) {
+    if (!handle.isClosed()) await screenshot(handle, `failed-${name}-${page}`).catch(() => {});
+  }
+} finally {
+  await browser.close();
+}
+console.log(`scenario ${name}: ${failed ? 'FAILED' : 'passed'} in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+process.exit(failed ? 1 : 0);
