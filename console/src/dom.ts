@@ -53,14 +53,23 @@ export function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-/** A one-line preview of any JSON value, cut to `max` characters. */
-export function preview(value: unknown, max = 140): string {
-  let text: string;
-  try {
-    text = typeof value === 'string' ? value : (JSON.stringify(value) ?? String(value));
-  } catch {
-    text = String(value);
-  }
+/** A one-line preview of any JSON value, cut to `max` characters: `title: "Hi", body: "..."`. */
+export function preview(value: unknown, max = 160): string {
+  const json = (v: unknown): string => {
+    try {
+      return JSON.stringify(v) ?? String(v);
+    } catch {
+      return String(v);
+    }
+  };
+  const text =
+    typeof value === 'string'
+      ? value
+      : isRecord(value)
+        ? Object.entries(value)
+            .map(([key, v]) => `${key}: ${json(v)}`)
+            .join(', ')
+        : json(value);
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 }
 

@@ -193,6 +193,8 @@ const scenarios = {
     for (const page of [alice, bob, phone]) await joinRoom(page, 'chat:room001');
     await say(bob, 'chat:room001', 'deploying v2 now');
     await chatMessage(alice, 'chat:room001', 'deploying v2 now').waitFor();
+    await say(alice, 'chat:room001', 'great, I am watching the dashboards');
+    await chatMessage(bob, 'chat:room001', 'watching the dashboards').waitFor();
 
     // the API key stays in this tab's sessionStorage, never in localStorage
     await byId(alice, 'api-key').fill(config.apiKey);
