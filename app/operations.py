@@ -26,7 +26,7 @@ from .presence_redis import RedisPresenceStore
 
 REDIS_TIMEOUT = 2.0
 """Seconds before a Redis command fails, so an unreachable Redis never stalls a connection."""
-PRESENCE_STOP_TIMEOUT = 3.0
+PRESENCE_STOP_TIMEOUT = 2.0
 """Part of the shutdown budget spent announcing this node's users offline."""
 
 

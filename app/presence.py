@@ -145,38 +145,53 @@ class Presence:
         self._dirty: set[str] = set()
         self._rewrite = False
         self._wake = asyncio.Event()
-        self._flushed = asyncio.Event()
-        self._flushed.set()
+        self._batch: asyncio.Future[bool] | None = None
+        """Resolves when the write that includes the changes marked so far is done (True) or
+        has failed (False)."""
         self._tasks: list[asyncio.Task[None]] = []
         self._store_down = False
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._tasks.append(asyncio.create_task(self._write_loop()))
         if self.store.clustered:
+            # alive before the first count is written, or another node's sweep could take this
+            # node for dead and announce its first users offline
+            await self._beat()
             self._tasks.append(asyncio.create_task(self._heartbeat_loop()))
+        self._tasks.append(asyncio.create_task(self._write_loop()))
 
     async def stop(self, timeout: float) -> None:
         """Write every remaining user of this node as gone (announcing their ``offline``), then
-        leave the store. Called after the clients were disconnected, during shutdown."""
+        leave the store. Called after the clients were disconnected, during shutdown.
+
+        If the store cannot be reached in time, the node's entries are left to expire: other
+        nodes announce those users offline within ``ttl``."""
         self._counts.clear()
-        self._mark_all()
+        written = False
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._flushed.wait(), timeout)
+            written = await asyncio.wait_for(self._mark_all(), timeout)
+        if not written:
+            log.warning("could not write presence at shutdown; other nodes will expire it")
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await self.store.close()
+        if written:
+            with contextlib.suppress(Exception):
+                await self.store.close()
 
     # -- ConnectionListener ---------------------------------------------------------------
 
     async def connection_opened(self, connection: Connection) -> None:
+        """Returns once the count is written. The connection's events are handled after this
+        (in order), so once a client has an answer to anything it sent, it is counted on every
+        node: a device moving between nodes may leave the old node from then on without its
+        user looking offline. Closing does not wait, so a shutdown that disconnects thousands
+        of clients writes them in a few batches."""
         user_id = connection.identity.user_id
         self._counts[user_id] = self._counts.get(user_id, 0) + 1
         self._names[user_id] = connection.identity.username
-        self._mark(user_id)
+        await self._mark(user_id)
 
     async def connection_closed(self, connection: Connection) -> None:
         user_id = connection.identity.user_id
@@ -223,15 +238,19 @@ class Presence:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def _mark(self, user_id: str) -> None:
+    def _mark(self, user_id: str) -> asyncio.Future[bool]:
         self._dirty.add(user_id)
-        self._flushed.clear()
-        self._wake.set()
+        return self._wake_writer()
 
-    def _mark_all(self) -> None:
+    def _mark_all(self) -> asyncio.Future[bool]:
         self._rewrite = True
-        self._flushed.clear()
+        return self._wake_writer()
+
+    def _wake_writer(self) -> asyncio.Future[bool]:
+        if self._batch is None:
+            self._batch = asyncio.get_running_loop().create_future()
         self._wake.set()
+        return self._batch
 
     async def _write_loop(self) -> None:
         """The only writer: takes whatever changed since the last write and writes it at once."""
@@ -240,37 +259,41 @@ class Presence:
             self._wake.clear()
             dirty, self._dirty = self._dirty, set()
             rewrite, self._rewrite = self._rewrite, False
+            batch, self._batch = self._batch, None
             users = set(self._counts) if rewrite else dirty
             counts = {uid: (self._counts.get(uid, 0), self._names.get(uid, uid)) for uid in users}
             try:
                 transitions = await self.store.apply(counts, replace=rewrite)
             except Exception as exc:
                 self._report_store_error("presence write", exc)
-                self._rewrite = True  # absolute counts: rewriting everything repairs any loss
+                _resolve(batch, False)  # nobody waits on an unreachable store for more than one try
                 await asyncio.sleep(RETRY_DELAY)
-                self._wake.set()
+                self._mark_all()  # absolute counts: rewriting everything repairs any loss
                 continue
             for uid in dirty - self._counts.keys():
                 self._names.pop(uid, None)
             await self._announce(transitions.online, "online")
             await self._announce(transitions.offline, "offline")
-            if not self._dirty and not self._rewrite:
-                self._flushed.set()
+            _resolve(batch, True)
 
     async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_interval)
+            await self._beat()
+
+    async def _beat(self) -> None:
         """Keep this node's entries alive, and expire those of nodes that died (every node
         sweeps; the store makes sure each dead user is reported to exactly one sweeper)."""
-        while True:
-            try:
-                if await self.store.heartbeat(self.snapshot()):
-                    self._mark_all()
-                await self._announce(await self.store.sweep(), "offline")
-                if self._store_down:
-                    self._store_down = False
-                    log.info("presence store reachable again")
-            except Exception as exc:
-                self._report_store_error("presence heartbeat", exc)
-            await asyncio.sleep(self._heartbeat_interval)
+        try:
+            if await self.store.heartbeat(self.snapshot()):
+                self._mark_all()
+            await self._announce(await self.store.sweep(), "offline")
+        except Exception as exc:
+            self._report_store_error("presence heartbeat", exc)
+            return
+        if self._store_down:
+            self._store_down = False
+            log.info("presence store reachable again")
 
     def _report_store_error(self, what: str, exc: Exception) -> None:
         if not self._store_down:
@@ -285,3 +308,8 @@ class Presence:
                 await self.events.emit(envelope)
             except Exception:
                 log.warning("could not announce %s %s", user_id, status, exc_info=True)
+
+
+def _resolve(future: asyncio.Future[bool] | None, written: bool) -> None:
+    if future is not None and not future.done():
+        future.set_result(written)

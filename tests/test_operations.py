@@ -115,3 +115,15 @@ async def test_graceful_shutdown_closes_clients_and_announces_offline(cluster, c
     assert elapsed < 10
     print(f"shutdown with 2 clients: {elapsed:.2f}s")
     assert survivor.sio.connected
+
+
+async def test_shutdown_is_bounded_while_redis_is_down(redis_server, gateway_factory, clients):
+    node = gateway_factory(env={"REDIS_URL": redis_server.url})
+    client = await clients.ws(node.ws_url, make_token(uid()))
+    redis_server.kill()
+    started = time.monotonic()
+    node.signal(signal.SIGTERM)
+    await asyncio.wait_for(client.closed.wait(), 10)
+    assert await asyncio.get_running_loop().run_in_executor(None, node.wait, 10) == 0
+    print(f"shutdown with Redis down: {time.monotonic() - started:.2f}s")
+    assert time.monotonic() - started < 10

@@ -60,8 +60,10 @@ async def test_cluster_transitions_exactly_once_across_devices_and_nodes(cluster
     for watcher in watchers:
         await status(watcher, alice, "online")
     second = await clients.ws(node2.ws_url, make_token(alice, "Alice"))
-    # the first device moves from node 1 to node 2: connects there, then leaves node 1
+    # the first device moves from node 1 to node 2: connects there, then leaves node 1 (after
+    # its first answer from node 2, which comes once the new connection is counted)
     moved = await clients.sio(node2.url, make_token(alice, "Alice"))
+    await moved.call("ping")
     await first.close()
     await second.close()
     for watcher in watchers:
