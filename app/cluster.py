@@ -27,6 +27,9 @@ from .metrics import REDIS_PUBLISH_FAILURES
 log = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 100_000
+RESUBSCRIBE_MAX_DELAY = 5.0
+"""python-socketio backs off to 60 s between attempts to resubscribe; a node would then miss
+other nodes' messages for up to a minute after Redis is back."""
 
 
 class RedisFanoutManager(socketio.AsyncRedisManager, FanoutManager):
@@ -40,6 +43,21 @@ class RedisFanoutManager(socketio.AsyncRedisManager, FanoutManager):
         self._idle = asyncio.Event()  # set while nothing is queued or being sent
         self._idle.set()
         self._publisher: asyncio.Task[None] | None = None
+
+    async def _redis_listen_with_retries(self):  # type: ignore[no-untyped-def]
+        """python-socketio's listen loop (async_redis_manager.py) with a capped back-off."""
+        delay = 0.5
+        while True:
+            try:
+                self._redis_connect()
+                await self.pubsub.subscribe(self.channel)
+                delay = 0.5
+                async for message in self.pubsub.listen():
+                    yield message
+            except Exception as exc:
+                log.error("cannot receive from Redis, retrying in %.1f s: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RESUBSCRIBE_MAX_DELAY)
 
     async def _publish(self, data: Any) -> None:
         if len(self._outbox) >= OUTBOX_LIMIT:

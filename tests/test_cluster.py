@@ -103,3 +103,28 @@ async def test_node_starts_while_redis_is_down(redis_server, gateway_factory, cl
     await join(b, room)
     await a.call("room_message", {"room": room, "text": "local only"})
     assert (await b.inbox.next("room_message"))["content"]["text"] == "local only"
+
+
+async def test_resubscribes_quickly_after_a_long_redis_outage(cluster, redis_server, clients):
+    """python-socketio alone backs off to a minute between resubscribe attempts."""
+    node1, node2 = cluster
+    room = uid("room")
+    sender = await clients.sio(node1.url, make_token(uid()))
+    remote = await clients.sio(node2.url, make_token(uid()))
+    for client in (sender, remote):
+        await join(client, room)
+    redis_server.kill()
+    deadline = time.monotonic() + 30
+    while "retrying in 4.0 s" not in node2.log():  # several back-off steps have passed
+        assert time.monotonic() < deadline, node2.log()[-2000:]
+        await asyncio.sleep(0.2)
+    redis_server.start()
+    restarted = time.monotonic()
+    crossed = False
+    while not crossed and time.monotonic() - restarted < 12:
+        await sender.call("room_message", {"room": room, "text": "back"})
+        try:
+            crossed = (await remote.inbox.next("room_message", timeout=1, room=room))["content"]["text"] == "back"
+        except asyncio.TimeoutError:
+            pass
+    assert crossed, "node 2 did not resubscribe within 12 s of Redis coming back"
