@@ -163,9 +163,14 @@ async def _drain_manager(app: web.Application) -> None:
 
 
 async def _disconnect_everyone(app: web.Application) -> None:
+    """Tell every client (Socket.IO DISCONNECT / close frame), then close the transports
+    ourselves: a client that does not hang up must not hold the shutdown."""
     sio = app[SIO_KEY]
     for sid in list(app[EVENTS_KEY].connections):
         try:
             await sio.disconnect(sid)
         except Exception:  # a connection that is already gone must not stop the shutdown
             log.debug("disconnect of %s during shutdown failed", sid, exc_info=True)
+    for socket in list(sio.eio.sockets.values()):
+        # no waiting for a client to read what is queued for it: shutdown is bounded
+        await socket.close(wait=False, reason=sio.eio.reason.SERVER_DISCONNECT)
