@@ -164,3 +164,29 @@ def test_healthz_port_is_free_after_sigterm(gateway_factory):
     server = gateway_factory(port=port)
     server.stop()
     assert server.proc.returncode == 0
+
+
+async def test_sigterm_is_quick_even_with_clients_that_never_hang_up(gateway_factory):
+    import asyncio
+    import json
+    import signal
+
+    import aiohttp
+    from conftest import make_token
+
+    server = gateway_factory()
+    async with aiohttp.ClientSession() as session:
+        # a Socket.IO WebSocket client, a plain one and a long-polling session; none reads again
+        engine = await session.ws_connect(f"{server.url}/socket.io/?EIO=4&transport=websocket")
+        await engine.receive(timeout=5)
+        await engine.send_str("40" + json.dumps({"token": make_token("stuck-1")}))
+        plain = await session.ws_connect(f"{server.ws_url}?token={make_token('stuck-2')}")
+        async with session.get(f"{server.url}/socket.io/?EIO=4&transport=polling") as response:
+            assert response.status == 200
+        await asyncio.sleep(0)
+        started = time.monotonic()
+        server.signal(signal.SIGTERM)
+        assert await asyncio.get_running_loop().run_in_executor(None, server.wait, 15) == 0
+        assert time.monotonic() - started < 1.5  # no waiting out the handler grace period
+        await engine.close()
+        await plain.close()
