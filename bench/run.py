@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import cases as casemod
 from harness import report
+from harness.quiet import wait_quiet
 from harness.servers import BENCH, KINDS, Launcher, free_ports
 
 SERVER_CORE, LOADGEN_CORE = 0, 1
@@ -68,6 +70,12 @@ def parse_args(argv=None):
     )
     p.add_argument("--no-deflate", action="store_true", help="clients do not offer permessage-deflate (browsers do)")
     p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=30,
+        help="before each case, wait up to this many seconds for both cores to be idle (shared machines)",
+    )
     p.add_argument("--python", default=sys.executable, help="interpreter for Python servers")
     p.add_argument("--json", type=Path, default=BENCH / "results" / "latest.json", help="raw results file")
     opts = p.parse_args(argv)
@@ -75,6 +83,7 @@ def parse_args(argv=None):
         opts.runs, opts.clients, opts.messages = 1, [20], 50
         opts.mixed_clients = opts.cluster_clients = opts.stock_clients = 20
         opts.connect_clients, opts.ping_clients, opts.ping_seconds = [20], 20, 0.5
+        opts.quiet_wait = 0
     return opts
 
 
@@ -191,7 +200,8 @@ def run_server(kind, cases, launcher, opts, run):
         try:
             procs, urls = start_nodes(kind, todo[0].nodes, launcher)
             for case in todo:
-                record(case, run_loadgen(case, urls, [p.pid for p in procs], opts))
+                busy = wait_quiet(opts.cores, opts.quiet_wait) if opts.quiet_wait else None
+                record(case, {**run_loadgen(case, urls, [p.pid for p in procs], opts), "cores_busy_before": busy})
         except RuntimeError as exc:
             for case in todo:
                 record(case, {"error": f"server did not start: {exc}"})
@@ -203,6 +213,9 @@ def run_server(kind, cases, launcher, opts, run):
 def main(argv=None):
     opts = parse_args(argv)
     opts.pin = not opts.no_pin and shutil.which("taskset") and (os.cpu_count() or 1) >= 2
+    opts.cores = [SERVER_CORE, LOADGEN_CORE] if opts.pin else list(range(os.cpu_count() or 1))
+    # a plain `kill` must still stop the servers (they run in sessions of their own)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     opts.secret = secrets.token_hex(16)
     ensure_node_deps()
     kinds = [KINDS[name] for name in opts.servers.split(",")]

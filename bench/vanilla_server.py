@@ -62,7 +62,9 @@ def build_app(secret, redis_url=None):
         await sio.save_session(sid, user)
         await sio.enter_room(sid, f"user:{user_id}")
         await sio.emit(
-            "welcome", envelope("welcome", {"sid": sid, "user_id": user_id, "server_time": time.time()}), to=sid
+            "welcome",
+            envelope("welcome", {"sid": sid, "user_id": user_id, "username": user["name"], "server_time": time.time()}),
+            to=sid,
         )
         await presence(user, +1)
 
@@ -75,7 +77,7 @@ def build_app(secret, redis_url=None):
         if not isinstance(room, str) or not 1 <= len(room) <= 128 or room.startswith("user:"):
             return {"ok": False, "error": {"code": 403, "message": "bad room"}}
         await sio.enter_room(sid, room)
-        return {"ok": True}
+        return {"ok": True, "room": room}
 
     @sio.event
     async def room_message(sid, content):

@@ -85,7 +85,7 @@ function handle(type, content, conn) {
     case 'join_room':
       if (!validRoom(content)) return fail(403, 'bad room');
       conn.join(content);
-      return ok;
+      return { ok: true, room: content };
     case 'room_message': {
       const room = content?.room;
       if (!conn.has(room)) return fail(403, 'not a member');
@@ -116,7 +116,9 @@ io.on('connection', (socket) => {
       if (typeof ack === 'function') ack(result);
     });
   }
-  conn.send(envelope('welcome', { sid: socket.id, user_id: user.id, server_time: Date.now() / 1000 }));
+  conn.send(envelope('welcome', {
+    sid: socket.id, user_id: user.id, username: user.name, server_time: Date.now() / 1000,
+  }));
   presence(user, +1);
   socket.on('disconnect', () => presence(user, -1));
 });
@@ -185,7 +187,9 @@ function attachPlainWs(ws, user) {
     io.of('/').sockets.delete(id);
     presence(user, -1);
   });
-  conn.send(envelope('welcome', { sid: id, user_id: user.id, server_time: Date.now() / 1000 }));
+  conn.send(envelope('welcome', {
+    sid: id, user_id: user.id, username: user.name, server_time: Date.now() / 1000,
+  }));
   presence(user, +1);
 }
 
