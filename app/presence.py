@@ -33,6 +33,9 @@ MAX_QUERY_IDS = 1000
 """Largest list of user ids one ``presence`` request may ask about."""
 RETRY_DELAY = 1.0
 """Seconds before a failed store write is retried (as a full rewrite)."""
+OPEN_WAIT = 5.0
+"""Longest a connect waits for its count to be written; the write itself is bounded by the
+store's own timeouts, this only guards the connect path against a stuck writer."""
 
 User = tuple[str, str]
 """(user_id, user_name)"""
@@ -170,7 +173,7 @@ class Presence:
         self._counts.clear()
         written = False
         with contextlib.suppress(asyncio.TimeoutError):
-            written = await asyncio.wait_for(self._mark_all(), timeout)
+            written = await asyncio.wait_for(asyncio.shield(self._mark_all()), timeout)
         if not written:
             log.warning("could not write presence at shutdown; other nodes will expire it")
         for task in self._tasks:
@@ -191,7 +194,8 @@ class Presence:
         user_id = connection.identity.user_id
         self._counts[user_id] = self._counts.get(user_id, 0) + 1
         self._names[user_id] = connection.identity.username
-        await self._mark(user_id)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._mark(user_id)), OPEN_WAIT)
 
     async def connection_closed(self, connection: Connection) -> None:
         user_id = connection.identity.user_id
