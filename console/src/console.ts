@@ -136,6 +136,10 @@ function connect(newToken: string): void {
     url: location.origin,
     path: `${gatewayBase.pathname}socket.io/`,
     token,
+    // WebSocket only: no sticky sessions needed behind a load balancer (long-polling needs them)
+    // and no polling-to-WebSocket upgrade, whose probe window has lost broadcasts (app/fanout.py
+    // writes to an upgrade's WebSocket before the client's upgrade packet).
+    transports: ['websocket'],
     reconnect: { initialDelayMs: 500, maxDelayMs: 5000 },
   });
   client = current;
