@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import cases as casemod
 from harness import report
 from harness.quiet import wait_quiet
-from harness.servers import BENCH, KINDS, Launcher, free_ports
+from harness.servers import BENCH, KINDS, Launcher, export_gateway, free_ports
 
 SERVER_CORE, LOADGEN_CORE = 0, 1
 
@@ -77,6 +78,11 @@ def parse_args(argv=None):
         help="before each case, wait up to this many seconds for both cores to be idle (shared machines)",
     )
     p.add_argument("--python", default=sys.executable, help="interpreter for Python servers")
+    p.add_argument(
+        "--gateway-ref",
+        help="measure the gateway as committed at this git ref (exported to a temporary directory) "
+        "instead of the working tree",
+    )
     p.add_argument("--json", type=Path, default=BENCH / "results" / "latest.json", help="raw results file")
     opts = p.parse_args(argv)
     if opts.smoke:
@@ -227,6 +233,10 @@ def main(argv=None):
     log_dir = opts.json.parent / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     launcher = Launcher(opts.python, opts.secret, log_dir, SERVER_CORE if opts.pin else None)
+    gateway_commit = None
+    if opts.gateway_ref:
+        launcher.gateway_dir = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+        gateway_commit = export_gateway(opts.gateway_ref, launcher.gateway_dir)
 
     started = time.monotonic()
     load_before = os.getloadavg()[0]
@@ -237,12 +247,18 @@ def main(argv=None):
                 records += run_server(kind, cases, launcher, opts, run)
     finally:
         launcher.stop_all()
+        if gateway_commit:
+            shutil.rmtree(launcher.gateway_dir, ignore_errors=True)
     load_after = os.getloadavg()[0]
 
     servers = [k.name for k in kinds]
     labels = {k.name: k.label for k in kinds}
     summaries = report.summarize(records)
     measured = versions(opts.python)
+    if gateway_commit:
+        measured["gateway commit"] = gateway_commit
+    else:
+        measured["gateway commit"] += " (working tree)"
     opts.json.write_text(
         json.dumps(
             {

@@ -95,16 +95,17 @@ class Launcher:
     secret: str
     log_dir: Path
     core: int | None
+    gateway_dir: Path = REPO  # where `python -m app` runs: the checkout, or an exported commit
     procs: list = field(default_factory=list)
 
-    def spawn(self, argv, name, env=None):
+    def spawn(self, argv, name, env=None, cwd=REPO):
         if self.core is not None:
             argv = ["taskset", "-c", str(self.core), *argv]
         log = self.log_dir / f"{name}.log"
         with open(log, "ab") as out:
             popen = subprocess.Popen(
                 argv,
-                cwd=REPO,
+                cwd=cwd,
                 env={**os.environ, **(env or {})},
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -119,7 +120,8 @@ class Launcher:
         env = {"JWT_SECRET": self.secret, "HOST": "127.0.0.1", "PORT": str(port), "LOG_LEVEL": "WARNING", **kind.env}
         if redis_url:
             env["REDIS_URL"] = redis_url
-        proc = self.spawn(kind.argv(self.python, port, redis_url), f"{kind.name}-{port}", env)
+        cwd = self.gateway_dir if kind.name == "gateway" else REPO
+        proc = self.spawn(kind.argv(self.python, port, redis_url), f"{kind.name}-{port}", env, cwd)
         wait_healthy(proc, f"http://127.0.0.1:{port}/healthz")
         return proc
 
@@ -150,6 +152,16 @@ class Launcher:
     def stop_all(self):
         while self.procs:
             self.procs.pop().stop()
+
+
+def export_gateway(ref, into):
+    """The gateway's app/ as committed at `ref`, unpacked into `into`: others may be editing the
+    checkout while a long run goes on. Returns the commit's short hash."""
+    archive = subprocess.run(["git", "archive", ref, "app"], cwd=REPO, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return subprocess.run(
+        ["git", "rev-parse", "--short", ref], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def wait_healthy(proc, url, timeout=20):
