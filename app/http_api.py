@@ -97,7 +97,7 @@ class OperationsAPI:
         """``{"total", "users": [{"user_id", "user_name"}]}``; needs a valid client token."""
         try:
             identity = self.events.verifier.verify(token_from_request(None, request.query_string, request.headers))
-            await self.guard.check(identity)
+            self.guard.check(identity)
         except AuthError as error:
             return web.json_response({"error": error.message, "code": error.code}, status=401)
         try:

@@ -55,8 +55,11 @@ class Operations:
         events.handlers["presence"] = self.presence.query
 
     async def admit(self, identity: Identity) -> None:
-        """Raise AuthError when a verified identity must still be refused (revoked token)."""
-        await self.guard.check(identity)
+        """Raise AuthError when a verified identity must still be refused (revoked token).
+
+        Never waits on I/O: while a Socket.IO connect handler waits, python-socketio already
+        delivers broadcasts to the half-connected client, ahead of its CONNECT answer."""
+        self.guard.check(identity)
 
     def install(self, app: web.Application) -> None:
         app.router.add_routes(self.api.routes())
