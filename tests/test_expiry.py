@@ -57,7 +57,9 @@ def ops_cluster(redis_server, gateway_factory):
     return [gateway_factory(env=env), gateway_factory(env=env)]
 
 
-async def test_revocation_closes_live_connections_on_every_node_and_refuses_new_ones(ops_cluster, clients):
+async def test_revocation_closes_live_connections_on_every_node_and_refuses_new_ones(
+    ops_cluster, clients, redis_server, gateway_factory
+):
     node1, node2 = ops_cluster
     jti, user = uid("jti"), uid()
     token = make_token(user, jti=jti)
@@ -72,7 +74,8 @@ async def test_revocation_closes_live_connections_on_every_node_and_refuses_new_
     await asyncio.wait_for(remote.closed.wait(), 5)
     print(f"revocation closed the remote connection after {time.monotonic() - started:.2f}s")
     assert other.sio.connected  # another token of the same user is unaffected
-    for node in (node1, node2):
+    node3 = gateway_factory(env={"REDIS_URL": redis_server.url})  # loads the revocations at start
+    for node in (node1, node2, node3):
         error = await refused(node.url, token)
         assert error["code"] == 401 and error["message"] == "token revoked"
         async with (
