@@ -17,6 +17,7 @@ from .server import create_app
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT = 10.0
+MIN_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
 HANDLER_GRACE = 2.0
 """Seconds aiohttp waits for open requests once every client was told to go: a client that keeps
 its socket open after the disconnect must not hold the shutdown for the whole budget."""
@@ -60,6 +61,8 @@ def _announce(settings: Settings, runner: web.AppRunner) -> None:
     host = "localhost" if settings.host in ("0.0.0.0", "::", "") else settings.host
     mode = f"cluster via {settings.redis_url}" if settings.redis_url else "single node (in-memory)"
     log.info("realtime-gateway listening on %s:%s, %s", settings.host, port, mode)
+    if not settings.dev_secret and settings.jwt_secret and len(settings.jwt_secret.encode()) < MIN_SECRET_BYTES:
+        log.warning("JWT_SECRET is shorter than %d bytes: it can be brute-forced; use a longer one", MIN_SECRET_BYTES)
     lines = [
         f"realtime-gateway is up on port {port} ({mode})",
         f"  Socket.IO:      http://{host}:{port}/  (path /socket.io/)",
