@@ -1,5 +1,6 @@
-// Runs the seed guide's Pinia store (seed/websocket.ts, copied verbatim from
-// shared/seed/websocket-guide.zh.md) against a running gateway and prints what each store saw.
+// Runs the seed guide's Pinia store (copied verbatim from shared/seed/websocket-guide.zh.md into
+// frontend-adapter/test/fixtures/, whose tests check the copy against the guide) against a
+// running gateway's plain /ws endpoint and prints what each store saw.
 //
 // The only things supplied from outside are what a browser page would supply:
 //  - globalThis.WebSocket: the `ws` package, reporting Symbol.toStringTag "WebSocket" like a
@@ -8,8 +9,7 @@
 //  - globalThis.handleMessage: the seed calls it but leaves it to the application to define.
 //
 // Usage: GATEWAY_PORT=... TOKEN_A=... TOKEN_B=... node seed_store.mjs
-import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import { join, dirname } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import ts from 'typescript'
@@ -34,11 +34,12 @@ const handled = []
 globalThis.handleMessage = (data) => handled.push(data.type)
 
 // Transpile the store verbatim; write it next to node_modules so 'pinia' and 'vue' resolve.
-const source = readFileSync(join(here, 'seed', 'websocket.ts'), 'utf8')
+const source = readFileSync(join(here, '..', '..', 'frontend-adapter', 'test', 'fixtures', 'seed-websocket-store.ts'), 'utf8')
 const { outputText } = ts.transpileModule(source, {
   compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
 })
-const outFile = join(here, 'seed', '.websocket.compiled.mjs')
+mkdirSync(join(here, 'build'), { recursive: true })
+const outFile = join(here, 'build', 'seed-websocket-store.mjs')
 writeFileSync(outFile, outputText)
 const { useWebSocketStore } = await import(pathToFileURL(outFile).href)
 
