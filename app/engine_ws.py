@@ -111,17 +111,4 @@ async def handle_engine_websocket(request: web.Request) -> web.StreamResponse:
         return await sio.handle_request(request)
     if not origin_allowed(request, settings.cors_origins):
         return web.json_response({"error": "origin not allowed"}, status=400)
-    ws = web.WebSocketResponse(max_msg_size=settings.max_message_bytes, compress=False)
-    await ws.prepare(request)
-    if request.transport is None:  # the client vanished during the handshake
-        return ws
-    socket = EngineSocket(
-        sio,
-        ws,
-        request.transport,
-        send_buffer_limit=settings.send_buffer_limit,
-        ping_interval=settings.ping_interval,
-        silence_limit=settings.ping_interval + settings.ping_timeout,
-    )
-    await socket.serve(minimal_environ(request))
-    return ws
+    return await EngineSocket.accept(request, sio, minimal_environ(request))

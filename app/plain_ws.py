@@ -19,8 +19,9 @@ from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from .appkeys import EVENTS_KEY, SETTINGS_KEY
+from .appkeys import EVENTS_KEY
 from .auth import AuthError, token_from_request
+from .config import Settings
 from .envelope import (
     BAD_REQUEST,
     ProtocolError,
@@ -47,10 +48,16 @@ class PlainSocket(SessionSocket):
 
     renders_envelopes = True  # tells the fan-out path to send envelope frames
 
-    def __init__(self, events: ClientEvents, *args: Any, **kwargs: Any) -> None:
-        super().__init__(events.sio, *args, **kwargs)
+    autoping = False  # pongs count as activity, so the reader must see them
+
+    def __init__(self, *args: Any, events: ClientEvents) -> None:
+        super().__init__(*args)
         self.events = events
         self.connection_sid: str | None = None
+
+    @staticmethod
+    def silence_limit(settings: Settings) -> float:
+        return settings.ws_heartbeat_timeout
 
     def heartbeat_frame(self) -> bytes:
         return WS_PING
@@ -120,25 +127,11 @@ def frame_to_event(text: str) -> tuple[str, Any, Any]:
 async def handle_ws(request: web.Request) -> web.StreamResponse:
     """``GET /ws?token=JWT``: authenticate before the upgrade, then serve envelopes."""
     events = request.app[EVENTS_KEY]
-    settings = request.app[SETTINGS_KEY]
     token = token_from_request(None, request.query_string, request.headers)
     try:
         identity = events.verifier.verify(token)
     except AuthError as error:
         return web.json_response({"error": error.message, "code": error.code}, status=401)
 
-    # compression stays off: frames are encoded once and shared between recipients
-    ws = web.WebSocketResponse(max_msg_size=settings.max_message_bytes, autoping=False, compress=False)
-    await ws.prepare(request)
-    if request.transport is None:  # the client vanished during the handshake
-        return ws
-    socket = PlainSocket(
-        events,
-        ws,
-        request.transport,
-        send_buffer_limit=settings.send_buffer_limit,
-        ping_interval=settings.ping_interval,
-        silence_limit=settings.ws_heartbeat_timeout,
-    )
-    await socket.serve(minimal_environ(request, **{IDENTITY_ENVIRON_KEY: identity, TRANSPORT_ENVIRON_KEY: TRANSPORT}))
-    return ws
+    environ = minimal_environ(request, **{IDENTITY_ENVIRON_KEY: identity, TRANSPORT_ENVIRON_KEY: TRANSPORT})
+    return await PlainSocket.accept(request, events.sio, environ, events=events)

@@ -32,6 +32,8 @@ import socketio
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 from engineio import packet as eio_packet
 
+from .appkeys import SETTINGS_KEY
+from .config import Settings
 from .fanout import FrameWriter, text_frame
 
 log = logging.getLogger(__name__)
@@ -54,15 +56,29 @@ class SessionSocket:
     queue = _NoQueue()
     transport_name = "websocket"
 
+    autoping = True
+    """Let aiohttp answer WebSocket pings (a subclass that counts pongs as activity turns it off)."""
+
+    @staticmethod
+    def silence_limit(settings: Settings) -> float:
+        """Seconds without any frame after which the client is considered gone."""
+        return settings.ping_interval + settings.ping_timeout
+
+    @classmethod
+    async def accept(
+        cls, request: web.Request, sio: socketio.AsyncServer, environ: dict[str, Any], **kwargs: Any
+    ) -> web.WebSocketResponse:
+        """Upgrade the request and serve the connection until it ends."""
+        settings = request.app[SETTINGS_KEY]
+        # compression stays off: frames are encoded once and shared between recipients
+        ws = web.WebSocketResponse(max_msg_size=settings.max_message_bytes, autoping=cls.autoping, compress=False)
+        await ws.prepare(request)
+        if request.transport is not None:  # None: the client vanished during the handshake
+            await cls(sio, ws, request.transport, settings, **kwargs).serve(environ)
+        return ws
+
     def __init__(
-        self,
-        sio: socketio.AsyncServer,
-        ws: web.WebSocketResponse,
-        transport: asyncio.Transport,
-        *,
-        send_buffer_limit: int,
-        ping_interval: float,
-        silence_limit: float,
+        self, sio: socketio.AsyncServer, ws: web.WebSocketResponse, transport: asyncio.Transport, settings: Settings
     ) -> None:
         self.sio = sio
         self.sid = sio.eio.generate_id()
@@ -72,10 +88,10 @@ class SessionSocket:
         self.closing = False
         self.disconnect_reason: Any = sio.reason.CLIENT_DISCONNECT
         self.frame_writer = FrameWriter(
-            transport, lambda: self.shutdown(WSCloseCode.TRY_AGAIN_LATER, "client too slow"), send_buffer_limit
+            transport, lambda: self.shutdown(WSCloseCode.TRY_AGAIN_LATER, "client too slow"), settings.send_buffer_limit
         )
-        self._ping_interval = ping_interval
-        self._silence_limit = silence_limit
+        self._ping_interval = settings.ping_interval
+        self._silence_limit = self.silence_limit(settings)
         self._last_seen = time.monotonic()
         self._heartbeat: asyncio.TimerHandle | None = None
         self._closer: asyncio.Task[None] | None = None
