@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 DEFAULT_PORT = 8087
@@ -115,6 +117,9 @@ class Settings:
             raise ConfigError("--max-send-buffer must be at least 65536 bytes")
         if self.workers < 1:
             raise ConfigError("--workers must be at least 1")
+        if self.workers > 1:
+            # the kernel spreads a client's requests over the workers: no long-polling sessions
+            self.transports = ["websocket"]
         if self.workers > 1 and not self.redis_url:
             raise ConfigError(
                 "--workers N > 1 needs --redis-url/REDIS_URL: the worker processes share rooms through Redis"
@@ -133,10 +138,7 @@ def _load_key(value: str) -> str:
         raise ConfigError(f"--jwt-public-key/JWT_PUBLIC_KEY: cannot read {value!r}: {exc.strerror}") from None
 
 
-def _env_flag(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None:
-        return default
+def _flag(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -144,8 +146,102 @@ def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+def _origins(value: str) -> list[str] | str:
+    return "*" if value.strip() == "*" else _split(value)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting as a command-line flag and an environment variable; its default is the
+    :class:`Settings` field's."""
+
+    flag: str
+    env: str
+    field: str
+    parse: Callable[[str], Any]
+    help: str
+
+
+OPTIONS = (
+    Option("--host", "HOST", "host", str, "interface to listen on"),
+    Option("--port", "PORT", "port", int, "TCP port"),
+    Option(
+        "--redis-url", "REDIS_URL", "redis_url", str, "Redis URL; set it to cluster nodes, unset: one in-memory node"
+    ),
+    Option("--jwt-secret", "JWT_SECRET", "jwt_secret", str, "HMAC secret for tokens"),
+    Option(
+        "--jwt-algorithms", "JWT_ALGORITHMS", "jwt_algorithms", _split, "accepted token algorithms, comma-separated"
+    ),
+    Option(
+        "--jwt-public-key",
+        "JWT_PUBLIC_KEY",
+        "jwt_public_key",
+        str,
+        "PEM public key (path or text) for RS*/ES*/PS*/EdDSA",
+    ),
+    Option(
+        "--cors-origins", "CORS_ORIGINS", "cors_origins", _origins, "allowed browser origins, comma-separated, or *"
+    ),
+    Option("--max-message-bytes", "MAX_MESSAGE_BYTES", "max_message_bytes", int, "largest accepted inbound message"),
+    Option("--ping-interval", "PING_INTERVAL", "ping_interval", float, "seconds between heartbeats"),
+    Option(
+        "--ping-timeout", "PING_TIMEOUT", "ping_timeout", float, "Socket.IO: seconds to wait for a heartbeat answer"
+    ),
+    Option(
+        "--ws-heartbeat-timeout",
+        "WS_HEARTBEAT_TIMEOUT",
+        "ws_heartbeat_timeout",
+        float,
+        "plain WebSocket: close after this many seconds of silence",
+    ),
+    Option("--max-rooms", "MAX_ROOMS", "max_rooms_per_connection", int, "rooms one connection may join"),
+    Option("--rate-limit", "RATE_LIMIT", "rate_limit", float, "client messages per second per connection, sustained"),
+    Option("--rate-burst", "RATE_BURST", "rate_burst", int, "client messages a connection may send in a burst"),
+    Option(
+        "--api-key", "API_KEY", "api_key", str, "bearer key for the HTTP API (POST /api/publish); unset disables it"
+    ),
+    Option("--legacy-channels", "LEGACY_CHANNELS", "legacy_channels", _flag, "bridge the websocket:* Redis channels"),
+    Option(
+        "--presence-ttl", "PRESENCE_TTL", "presence_ttl", float, "seconds until a dead node's users count as offline"
+    ),
+    Option(
+        "--ws-compression",
+        "WS_COMPRESSION",
+        "ws_compression",
+        _flag,
+        "negotiate permessage-deflate (CPU per recipient, ~90 KB per connection)",
+    ),
+    Option(
+        "--max-send-buffer",
+        "MAX_SEND_BUFFER",
+        "send_buffer_limit",
+        int,
+        "bytes that may wait for one slow client before it is disconnected",
+    ),
+    Option(
+        "--workers",
+        "WORKERS",
+        "workers",
+        int,
+        "processes sharing the port (SO_REUSEPORT, joined through Redis; WebSocket transport only)",
+    ),
+    Option("--log-level", "LOG_LEVEL", "log_level", str.upper, "DEBUG, INFO, WARNING or ERROR"),
+    Option("--log-format", "LOG_FORMAT", "log_format", str, "text, or json (one object per line)"),
+)
+
+
+def _default(option: Option, defaults: Settings) -> Any:
+    """The environment variable when set (an empty one counts as unset), else the field default."""
+    value = os.environ.get(option.env, "")
+    if not value:
+        return getattr(defaults, option.field)
+    try:
+        return option.parse(value)
+    except ValueError:
+        raise ConfigError(f"{option.env}={value!r} is not valid for {option.flag}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    env = os.environ.get
     parser = argparse.ArgumentParser(
         prog="realtime-gateway",
         description=(
@@ -156,144 +252,24 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add = parser.add_argument
-    add("--host", default=env("HOST", "0.0.0.0"), help="interface to listen on [HOST]")
-    add("--port", type=int, default=int(env("PORT", DEFAULT_PORT)), help="TCP port [PORT]")
-    add(
-        "--redis-url",
-        default=env("REDIS_URL") or None,
-        help="Redis URL; set it to cluster nodes, leave unset for a single in-memory node [REDIS_URL]",
-    )
-    add("--jwt-secret", default=env("JWT_SECRET") or None, help="HMAC secret for tokens [JWT_SECRET]")
-    add(
-        "--jwt-algorithms",
-        default=env("JWT_ALGORITHMS", "HS256"),
-        help="comma-separated list of accepted token algorithms [JWT_ALGORITHMS]",
-    )
-    add(
-        "--jwt-public-key",
-        default=env("JWT_PUBLIC_KEY") or None,
-        help="PEM public key (file path or text) for RS*/ES*/PS*/EdDSA tokens [JWT_PUBLIC_KEY]",
-    )
-    add(
-        "--cors-origins",
-        default=env("CORS_ORIGINS", "*"),
-        help="comma-separated allowed origins, or * [CORS_ORIGINS]",
-    )
-    add(
-        "--max-message-bytes",
-        type=int,
-        default=int(env("MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES)),
-        help="largest accepted inbound message [MAX_MESSAGE_BYTES]",
-    )
-    add(
-        "--ping-interval",
-        type=float,
-        default=float(env("PING_INTERVAL", 25)),
-        help="seconds between heartbeats [PING_INTERVAL]",
-    )
-    add(
-        "--ping-timeout",
-        type=float,
-        default=float(env("PING_TIMEOUT", 20)),
-        help="Socket.IO: seconds to wait for a heartbeat answer [PING_TIMEOUT]",
-    )
-    add(
-        "--ws-heartbeat-timeout",
-        type=float,
-        default=float(env("WS_HEARTBEAT_TIMEOUT", 60)),
-        help="plain WebSocket: close after this many seconds of silence [WS_HEARTBEAT_TIMEOUT]",
-    )
-    add(
-        "--max-rooms",
-        type=int,
-        default=int(env("MAX_ROOMS", 100)),
-        help="rooms one connection may join [MAX_ROOMS]",
-    )
-    add(
-        "--rate-limit",
-        type=float,
-        default=float(env("RATE_LIMIT", 50)),
-        help="client messages per second per connection, sustained [RATE_LIMIT]",
-    )
-    add(
-        "--rate-burst",
-        type=int,
-        default=int(env("RATE_BURST", 100)),
-        help="client messages a connection may send in a burst [RATE_BURST]",
-    )
-    add(
-        "--api-key",
-        default=env("API_KEY") or None,
-        help="bearer key for POST /api/publish; unset disables the HTTP publish API [API_KEY]",
-    )
-    add(
-        "--no-legacy-channels",
-        action="store_true",
-        default=not _env_flag("LEGACY_CHANNELS", True),
-        help="do not subscribe to the websocket:* Redis channels [LEGACY_CHANNELS=0]",
-    )
-    add(
-        "--presence-ttl",
-        type=float,
-        default=float(env("PRESENCE_TTL", 30)),
-        help="seconds after which a dead node's users are considered offline [PRESENCE_TTL]",
-    )
-    add(
-        "--ws-compression",
-        action="store_true",
-        default=_env_flag("WS_COMPRESSION", False),
-        help="negotiate permessage-deflate (costs CPU per recipient and ~90 KB per connection) [WS_COMPRESSION=1]",
-    )
-    add(
-        "--max-send-buffer",
-        type=int,
-        default=int(env("MAX_SEND_BUFFER", 1 << 20)),
-        help="bytes that may wait for one slow client before it is disconnected [MAX_SEND_BUFFER]",
-    )
-    add(
-        "--workers",
-        type=int,
-        default=int(env("WORKERS", 1)),
-        help="worker processes sharing the port (SO_REUSEPORT, joined through Redis; WebSocket transport only) "
-        "[WORKERS]",
-    )
-    add("--log-level", default=env("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING, ERROR [LOG_LEVEL]")
-    add("--log-format", default=env("LOG_FORMAT", "text"), help="text or json [LOG_FORMAT]")
+    defaults = Settings()
+    for option in OPTIONS:
+        kwargs: dict[str, Any] = {
+            "dest": option.field,
+            "metavar": option.env,
+            "default": _default(option, defaults),
+            "help": f"{option.help} [{option.env}]",
+        }
+        if option.parse is _flag:
+            parser.add_argument(option.flag, action=argparse.BooleanOptionalAction, **kwargs)
+        else:
+            parser.add_argument(option.flag, type=option.parse, **kwargs)
     return parser
 
 
 def settings_from_args(argv: list[str] | None = None) -> Settings:
     """Parse flags (falling back to the environment) into validated Settings."""
-    try:
-        args = build_parser().parse_args(argv)
-    except ValueError as exc:  # a non-numeric value in a numeric environment variable
-        raise ConfigError(f"invalid number in the environment: {exc}") from None
-    cors = args.cors_origins.strip()
-    settings = Settings(
-        host=args.host,
-        port=args.port,
-        redis_url=args.redis_url,
-        jwt_secret=args.jwt_secret,
-        jwt_algorithms=_split(args.jwt_algorithms),
-        jwt_public_key=args.jwt_public_key,
-        cors_origins="*" if cors == "*" else _split(cors),
-        max_message_bytes=args.max_message_bytes,
-        ping_interval=args.ping_interval,
-        ping_timeout=args.ping_timeout,
-        ws_heartbeat_timeout=args.ws_heartbeat_timeout,
-        max_rooms_per_connection=args.max_rooms,
-        rate_limit=args.rate_limit,
-        rate_burst=args.rate_burst,
-        log_level=args.log_level.upper(),
-        log_format=args.log_format,
-        api_key=args.api_key,
-        legacy_channels=not args.no_legacy_channels,
-        presence_ttl=args.presence_ttl,
-        ws_compression=args.ws_compression,
-        send_buffer_limit=args.max_send_buffer,
-        workers=args.workers,
-        transports=["websocket"] if args.workers > 1 else ["polling", "websocket"],
-    )
+    args = build_parser().parse_args(argv)
+    settings = Settings(**{option.field: getattr(args, option.field) for option in OPTIONS})
     settings.validate()
     return settings

@@ -56,7 +56,7 @@ async def test_zero_config_start_prints_a_working_demo_token(gateway_factory, cl
         (["--jwt-algorithms", "RS256", "--jwt-public-key", "/nonexistent/key.pem"], {}, "cannot read"),
         (["--jwt-algorithms", "RS256"], {"JWT_SECRET": "s"}, "need --jwt-public-key"),
         (["--jwt-algorithms", "none"], {"JWT_SECRET": "s"}, "unsupported"),
-        ([], {"PORT": "eighty"}, "invalid number"),
+        ([], {"PORT": "eighty"}, "PORT='eighty' is not valid for --port"),
         (["--port", "99999"], {"JWT_SECRET": "s"}, "--port"),
     ],
     ids=[
