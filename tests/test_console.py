@@ -216,6 +216,7 @@ def test_browser_admin_panel_notification_reaches_only_its_user(gateway_factory)
     the toast shows on the target's page only; the API key lives in sessionStorage only."""
     node = gateway_factory(env={"API_KEY": "console-test-key"})
     tokens = {user: make_token(user, user.capitalize()) for user in ("alice", "bob", "carol")}
+    tokens["forged"] = make_token("alice", "Alice", secret="another-secret-0123456789abcdef0123456789abcdef")
     run_scenario("admin_toast", urls=[node.url], tokens=tokens, apiKey="console-test-key")
 
 

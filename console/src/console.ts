@@ -166,6 +166,7 @@ function connect(newToken: string): void {
   ui.login.hidden = true;
   ui.dashboard.hidden = false;
   ui.logout.hidden = false;
+  ui.bell.hidden = false;
   ui.loginError.textContent = '';
   sessionStorage.setItem(TOKEN_KEY, token);
   current.connect().catch((error: unknown) => {
@@ -201,6 +202,8 @@ function logout(forget: boolean): void {
     sessionStorage.removeItem(TOKEN_KEY);
     ui.dashboard.hidden = true;
     ui.logout.hidden = true;
+    ui.bell.hidden = true;
+    ui.drawer.hidden = true;
     ui.login.hidden = false;
   }
 }

@@ -183,6 +183,11 @@ const scenarios = {
   async admin_toast(browser) {
     const [url] = config.urls;
     const alice = await openConsole(browser, 'alice', `${url}/console/`);
+    // a token signed with another secret is refused, and the page says why
+    await byId(alice, 'token-input').fill(config.tokens.forged);
+    await byId(alice, 'token-connect').click();
+    await byId(alice, 'login-error').filter({ hasText: 'Token refused: invalid token: bad signature' }).waitFor();
+    assert.equal(await byId(alice, 'dashboard').isVisible(), false);
     await loginWithJwt(alice, config.tokens.alice);
     const bob = await openConsole(browser, 'bob', `${url}/console/`);
     await loginWithJwt(bob, config.tokens.bob);
