@@ -13,10 +13,14 @@ from __future__ import annotations
 import filecmp
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
+import threading
+import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +34,7 @@ STATIC_DIR = ROOT / "app" / "static" / "console"
 SPEC = ROOT / "tests" / "browser" / "console.spec.mjs"
 OUT_DIR = ROOT / "test-output" / "console"
 ASSETS = {"index.html", "console.js", "console.css"}
-BROWSER_TIMEOUT = 150
+BROWSER_TIMEOUT = 100  # below pytest's own timeout (120 s), for a clearer message
 
 
 def _required() -> bool:
@@ -60,7 +64,9 @@ def chromium() -> str:
     return str(found)
 
 
-def run_scenario(name: str, **config: Any) -> None:
+def run_scenario(name: str, on_request: Callable[[str], str] | None = None, **config: Any) -> None:
+    """Run one scenario of console.spec.mjs; ``on_request`` answers its ``DRIVER <request>`` lines
+    (such as restarting the gateway) on its stdin."""
     node = node_tools()
     browser = chromium()
     config = {
@@ -71,15 +77,53 @@ def run_scenario(name: str, **config: Any) -> None:
         **config,
     }
     env = {**os.environ, "CONSOLE_TEST": json.dumps(config)}
-    result = subprocess.run(
+    proc = subprocess.Popen(
         [node, str(SPEC), name],
         cwd=ROOT,
         env=env,
-        capture_output=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=BROWSER_TIMEOUT,
     )
-    assert result.returncode == 0, f"browser scenario {name} failed:\n{result.stdout}\n{result.stderr}"
+    lines: queue.Queue[str | None] = queue.Queue()
+    errors: list[str] = []
+
+    def pump_stdout() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    def pump_stderr() -> None:
+        assert proc.stderr is not None
+        errors.extend(proc.stderr)
+
+    threads = [threading.Thread(target=pump, daemon=True) for pump in (pump_stdout, pump_stderr)]
+    for thread in threads:
+        thread.start()
+    output: list[str] = []
+    deadline = time.monotonic() + BROWSER_TIMEOUT
+    try:
+        while True:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            if line is None:
+                break
+            output.append(line)
+            if line.startswith("DRIVER "):
+                assert on_request is not None, f"unexpected request from the scenario: {line}"
+                assert proc.stdin is not None
+                proc.stdin.write(on_request(line.split(" ", 1)[1].strip()) + "\n")
+                proc.stdin.flush()
+        proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except (queue.Empty, subprocess.TimeoutExpired):
+        proc.kill()
+        proc.wait(5)
+        pytest.fail(f"browser scenario {name} did not finish within {BROWSER_TIMEOUT} s:\n{''.join(output)}")
+    finally:
+        for thread in threads:
+            thread.join(5)
+    assert proc.returncode == 0, f"browser scenario {name} failed:\n{''.join(output)}\n{''.join(errors)}"
 
 
 # ---- routes ------------------------------------------------------------------------------
@@ -224,3 +268,19 @@ def test_browser_cli_notification_reaches_only_its_user_across_nodes(cluster, re
     """Two nodes on Redis, a page on each: `realtime-gateway emit notification --user bob`."""
     tokens = {user: make_token(user, user.capitalize()) for user in ("alice", "bob")}
     run_scenario("cli_toast", urls=[n.url for n in cluster], tokens=tokens, redisUrl=redis_server.url)
+
+
+def test_browser_console_reconnects_after_a_gateway_restart(gateway_factory):
+    """SIGTERM and a new process on the same port: the page goes reconnecting, then connected,
+    with its room joined again and the online list fetched again."""
+    node = gateway_factory()
+    restarted: list[Any] = []
+
+    def on_request(request: str) -> str:
+        assert request == "restart"
+        node.stop()
+        restarted.append(gateway_factory(port=node.port))
+        return "restarted"
+
+    run_scenario("reconnect", on_request, urls=[node.url], tokens={"alice": make_token("alice", "Alice")})
+    assert restarted

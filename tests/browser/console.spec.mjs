@@ -24,6 +24,9 @@ const run = promisify(execFile);
 
 const pages = [];
 const problems = [];
+/** Console errors that are expected: a refused fetch (a wrong API key on purpose) logs "Failed to
+ * load resource"; a scenario that stops the gateway adds refused WebSocket connections. */
+const expectedErrors = [/^Failed to load resource/];
 
 async function openConsole(browser, name, url, viewport = LAPTOP) {
   const context = await browser.newContext({ viewport });
@@ -31,9 +34,8 @@ async function openConsole(browser, name, url, viewport = LAPTOP) {
   page.setDefaultTimeout(WAIT);
   page.on('pageerror', (error) => problems.push(`${name}: uncaught ${error.stack ?? error}`));
   page.on('console', (message) => {
-    // a refused fetch (a wrong API key on purpose) logs "Failed to load resource"; anything
-    // else at error level (an exception, a Content-Security-Policy refusal) is a failure
-    if (message.type() === 'error' && !message.text().startsWith('Failed to load resource')) {
+    // anything else at error level (an exception, a Content-Security-Policy refusal) is a failure
+    if (message.type() === 'error' && !expectedErrors.some((pattern) => pattern.test(message.text()))) {
       problems.push(`${name}: console error: ${message.text()}`);
     }
   });
@@ -307,7 +309,49 @@ const scenarios = {
     await screenshot(alice, 'cli-alice');
     await screenshot(bob, 'cli-bob');
   },
+
+  /** The gateway restarts under an open console: it reconnects, re-joins its room and refreshes who is online. */
+  async reconnect(browser) {
+    const [url] = config.urls;
+    const alice = await openConsole(browser, 'alice', `${url}/console/`);
+    await loginWithJwt(alice, config.tokens.alice);
+    await joinRoom(alice, 'ops');
+    await say(alice, 'ops', 'before the restart');
+    await chatMessage(alice, 'ops', 'before the restart').waitFor();
+
+    const states = [];
+    await alice.exposeFunction('recordState', (state) => states.push(state));
+    await alice.evaluate(() => {
+      const status = document.querySelector('[data-testid="connection-status"]');
+      new MutationObserver(() => window.recordState(status.dataset.state)).observe(status, { attributes: true });
+    });
+    expectedErrors.push(/^WebSocket connection to .* failed/);
+    assert.equal(await askDriver('restart'), 'restarted');
+    await connected(alice);
+    assert.ok(states.includes('reconnecting'), `states seen: ${states}`);
+    await onlineUser(alice, 'alice').waitFor();
+    // the room was joined again: a message to it comes back
+    await say(alice, 'ops', 'after the restart');
+    await chatMessage(alice, 'ops', 'after the restart').waitFor();
+    assert.equal(await chatMessage(alice, 'ops', 'before the restart').count(), 1, 'the chat history stays');
+    await screenshot(alice, 'reconnect-alice');
+  },
 };
+
+/** Asks the test driver (tests/test_console.py) for something, and waits for its answer on stdin. */
+async function askDriver(request, timeoutMs = 60_000) {
+  const answer = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no answer to ${request} within ${timeoutMs} ms`)), timeoutMs);
+    process.stdin.setEncoding('utf8');
+    process.stdin.once('data', (line) => {
+      clearTimeout(timer);
+      process.stdin.pause();
+      resolve(line.trim());
+    });
+  });
+  process.stdout.write(`DRIVER ${request}\n`);
+  return answer;
+}
 
 // ---- runner ------------------------------------------------------------------------------
 
