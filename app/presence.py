@@ -194,8 +194,10 @@ class Presence:
         user_id = connection.identity.user_id
         self._counts[user_id] = self._counts.get(user_id, 0) + 1
         self._names[user_id] = connection.identity.username
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._mark(user_id)), OPEN_WAIT)
+        written = self._mark(user_id)
+        if not self._store_down:  # during an outage connects go ahead; the rewrite comes later
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(written), OPEN_WAIT)
 
     async def connection_closed(self, connection: Connection) -> None:
         user_id = connection.identity.user_id
@@ -274,6 +276,7 @@ class Presence:
                 await asyncio.sleep(RETRY_DELAY)
                 self._mark_all()  # absolute counts: rewriting everything repairs any loss
                 continue
+            self._report_store_ok()
             for uid in dirty - self._counts.keys():
                 self._names.pop(uid, None)
             await self._announce(transitions.online, "online")
@@ -294,15 +297,18 @@ class Presence:
             await self._announce(await self.store.sweep(), "offline")
         except Exception as exc:
             self._report_store_error("presence heartbeat", exc)
-            return
-        if self._store_down:
-            self._store_down = False
-            log.info("presence store reachable again")
+        else:
+            self._report_store_ok()
 
     def _report_store_error(self, what: str, exc: Exception) -> None:
         if not self._store_down:
             self._store_down = True
             log.warning("%s failed, will retry: %s", what, exc)
+
+    def _report_store_ok(self) -> None:
+        if self._store_down:
+            self._store_down = False
+            log.info("presence store reachable again")
 
     async def _announce(self, users: list[User], status: str) -> None:
         for user_id, name in users:
