@@ -18,7 +18,7 @@ from redis.backoff import NoBackoff
 
 from .auth import Identity
 from .config import Settings
-from .expiry import MemoryRevocations, RedisRevocations, TokenGuard
+from .expiry import MemoryRevocations, RedisRevocations, RevocationStore, TokenGuard
 from .handlers import ClientEvents
 from .http_api import OperationsAPI
 from .presence import MemoryPresenceStore, Presence, PresenceStore
@@ -31,10 +31,14 @@ PRESENCE_STOP_TIMEOUT = 2.0
 
 
 class Operations:
+    """Owns the Redis client these parts share (separate from the client manager's, so a
+    slow presence write never queues behind fan-out traffic) and their start/stop order."""
+
     def __init__(self, settings: Settings, events: ClientEvents) -> None:
         self.node_id = uuid.uuid4().hex[:12]
         self.redis: redis.Redis | None = None
         store: PresenceStore
+        revocations: RevocationStore
         if settings.redis_url:
             self.redis = redis.Redis.from_url(
                 settings.redis_url,
@@ -44,7 +48,7 @@ class Operations:
                 retry=Retry(NoBackoff(), 1),  # one reconnect attempt after a Redis restart
             )
             store = RedisPresenceStore(self.redis, settings.presence_ttl, self.node_id)
-            revocations: MemoryRevocations | RedisRevocations = RedisRevocations(self.redis)
+            revocations = RedisRevocations(self.redis)
         else:
             store = MemoryPresenceStore()
             revocations = MemoryRevocations()
