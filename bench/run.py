@@ -84,6 +84,7 @@ def parse_args(argv=None):
         "instead of the working tree",
     )
     p.add_argument("--json", type=Path, default=BENCH / "results" / "latest.json", help="raw results file")
+    p.add_argument("--from-json", type=Path, help="print the report of a saved raw results file, run nothing")
     opts = p.parse_args(argv)
     if opts.smoke:
         opts.runs, opts.clients, opts.messages = 1, [20], 50
@@ -218,6 +219,9 @@ def run_server(kind, cases, launcher, opts, run):
 
 def main(argv=None):
     opts = parse_args(argv)
+    if opts.from_json:
+        print_report(json.loads(opts.from_json.read_text()))
+        return
     opts.pin = not opts.no_pin and shutil.which("taskset") and (os.cpu_count() or 1) >= 2
     opts.cores = [SERVER_CORE, LOADGEN_CORE] if opts.pin else list(range(os.cpu_count() or 1))
     # a plain `kill` must still stop the servers (they run in sessions of their own)
@@ -251,39 +255,43 @@ def main(argv=None):
             shutil.rmtree(launcher.gateway_dir, ignore_errors=True)
     load_after = os.getloadavg()[0]
 
-    servers = [k.name for k in kinds]
-    labels = {k.name: k.label for k in kinds}
-    summaries = report.summarize(records)
     measured = versions(opts.python)
     if gateway_commit:
         measured["gateway commit"] = gateway_commit
     else:
         measured["gateway commit"] += " (working tree)"
-    opts.json.write_text(
-        json.dumps(
-            {
-                "args": {k: v for k, v in vars(opts).items() if k not in ("secret", "json")},
-                "seconds": round(time.monotonic() - started, 1),
-                "load_average": [load_before, load_after],
-                "versions": measured,
-                "records": records,
-                "summaries": [{"case": c, "server": s, **v} for (c, s), v in summaries.items()],
-            },
-            indent=1,
-            default=str,
-        )
-    )
+    data = {
+        "args": {k: v for k, v in vars(opts).items() if k not in ("secret", "json", "from_json")},
+        "servers": [k.name for k in kinds],
+        "seconds": round(time.monotonic() - started, 1),
+        "load_average": [load_before, load_after],
+        "versions": measured,
+        "records": records,
+    }
+    opts.json.write_text(json.dumps(data, indent=1, default=str))
+    print_report(data)
+    print(f"\nraw results: {opts.json}; took {data['seconds']:.0f}s", file=sys.stderr)
+
+
+def print_report(data):
+    """The Markdown report of a run's raw results (also for --from-json)."""
+    args = argparse.Namespace(**data["args"])
+    cases = casemod.build_cases(args)
+    servers = data["servers"]
+    labels = {name: KINDS[name].label for name in servers}
+    summaries = report.summarize(data["records"])
     # Other work on the machine shows up as a server CPU share below 100% in saturated cases.
-    load = f"load average {load_before:.2f} before, {load_after:.2f} after"
+    load = "load average {:.2f} before, {:.2f} after".format(*data["load_average"])
     pinning = (
-        f"servers pinned to core {SERVER_CORE}, load generator to core {LOADGEN_CORE}" if opts.pin else "not pinned"
+        f"servers pinned to core {SERVER_CORE}, load generator to core {LOADGEN_CORE}" if args.pin else "not pinned"
     )
-    print(f"## Results ({opts.runs} run(s) each, medians; {pinning}; {load})\n")
-    print("Versions: " + ", ".join(f"{k} {v}" for k, v in measured.items()) + "\n")
+    print(f"## Results ({args.runs} run(s) each, medians; {pinning}; {load})\n")
+    print("Versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()) + "\n")
     print(report.detailed_table(cases, servers, labels, summaries))
     print("\n## Summary (value, ratio vs Node)\n")
     print(report.summary_table(cases, servers, labels, summaries))
-    print(f"\nraw results: {opts.json}; took {time.monotonic() - started:.0f}s", file=sys.stderr)
+    print("\n## Summary per server core (throughputs divided by the servers' CPU share)\n")
+    print(report.summary_table(cases, servers, labels, summaries, normalized=True))
 
 
 if __name__ == "__main__":

@@ -99,15 +99,15 @@ def markdown_tables(text):
 
 def test_report_tables_are_well_formed(smoke):
     stdout, _ = smoke
-    detailed, summary = markdown_tables(stdout)
-    assert detailed[0][:4] == ["scenario", "server", "result", "vs Node"]
-    for table in (detailed, summary):
+    detailed, summary, per_core = markdown_tables(stdout)
+    assert detailed[0][:6] == ["scenario", "server", "result", "vs Node", "per server core", "vs Node"]
+    for table in (detailed, summary, per_core):
         assert all(set(c) <= set("- ") for c in table[1]), table[1]
         assert {len(row) for row in table} == {len(table[0])}, "ragged table"
     labels = [KINDS[s].label for s in SERVERS]
     # connect gives two rows (rate, memory), every other case one; one line per server each
     assert len(detailed) - 2 == (len(EXPECTED_CASES) + 1) * len(SERVERS)
-    assert [row[0] for row in summary[2:]] == labels
+    assert [row[0] for row in summary[2:]] == [row[0] for row in per_core[2:]] == labels
     for row in detailed[2:]:
         assert row[1] in labels, row
         if row[1] == KINDS["node"].label:
@@ -115,5 +115,7 @@ def test_report_tables_are_well_formed(smoke):
         if not row[2].startswith("n/a"):
             assert re.fullmatch(r"[\d,.]+", row[2]), row
             assert re.fullmatch(r"\d+\.\d\dx", row[3]), row
+            if "idle memory" not in row[0]:  # throughputs have a per-core value and ratio
+                assert re.fullmatch(r"[\d,.]+", row[4]) and re.fullmatch(r"\d+\.\d\dx", row[5]), row
         if "delivered msgs/s" in row[0] and not row[2].startswith("n/a"):
-            assert row[6:9] == ["0", "0", "yes"], row
+            assert row[8:11] == ["0", "0", "yes"], row

@@ -5,6 +5,16 @@ import statistics
 REFERENCE = "node"
 NA = "\u2013"  # an en dash: no value in this cell
 DELIVERY_FIELDS = ("lost", "duplicated", "out_of_order", "malformed")
+# Throughputs are also reported per second of server CPU: on a shared machine a server may get
+# less than its core, and a CPU-bound server's output per CPU-second barely depends on that.
+THROUGHPUTS = ("msgs_per_s", "rtt_per_s", "conns_per_s")
+
+
+def per_core(result):
+    """`result` with <throughput>_per_core = throughput / CPU share of all server processes."""
+    cpu = sum(result.get("server_cpu") or ())
+    extra = {f"{m}_per_core": result[m] / cpu for m in THROUGHPUTS if m in result and cpu > 0}
+    return {**result, **extra}
 
 
 def summarize(records):
@@ -15,7 +25,7 @@ def summarize(records):
         grouped.setdefault((rec["case"], rec["server"]), []).append(rec["result"])
     out = {}
     for key, results in grouped.items():
-        good = [r for r in results if "error" not in r]
+        good = [per_core(r) for r in results if "error" not in r]
         summary = {
             "runs": len(results),
             "ok_runs": len(good),
@@ -46,7 +56,12 @@ def pct(v):
     return NA if v is None else f"{round(v * 100)}%"
 
 
-def value_cell(s, row):
+def metric_of(row, normalized):
+    """The summary field shown for `row`: per server core if asked and the row is a throughput."""
+    return f"{row.metric}_per_core" if normalized and row.metric in THROUGHPUTS else row.metric
+
+
+def value_cell(s, row, normalized=False):
     """The headline value of one row, or why there is none."""
     if s is None:
         return NA
@@ -54,12 +69,13 @@ def value_cell(s, row):
         return f"n/a ({s['skipped']})"
     if not s["ok_runs"]:
         return "error: " + "; ".join(s["errors"])[:80].replace("|", "/")
-    return fmt_num(s.get(row.metric))
+    return fmt_num(s.get(metric_of(row, normalized)))
 
 
-def ratio(s, ref, row):
+def ratio(s, ref, row, normalized=False):
+    metric = metric_of(row, normalized)
     try:
-        v, r = s[row.metric], ref[row.metric]
+        v, r = s[metric], ref[metric]
         return f"{v / r:.2f}x" if r else NA
     except (KeyError, TypeError):
         return NA
@@ -67,10 +83,10 @@ def ratio(s, ref, row):
 
 def detailed_table(cases, servers, labels, summaries):
     head = (
-        "| scenario | server | result | vs Node | p50 ms | p99 ms | lost | dup | order kept "
-        "| server CPU | loadgen CPU |"
+        "| scenario | server | result | vs Node | per server core | vs Node | p50 ms | p99 ms | lost | dup "
+        "| order kept | server CPU | loadgen CPU |"
     )
-    lines = [head, "|" + " --- |" * 11]
+    lines = [head, "|" + " --- |" * 13]
     for case in cases:
         ref = summaries.get((case.key, REFERENCE))
         for row in case.rows:
@@ -78,11 +94,15 @@ def detailed_table(cases, servers, labels, summaries):
                 s = summaries.get((case.key, server))
                 ok = bool(s and s.get("ok_runs"))
                 suffix = "" if row.higher_is_better else ", lower is better"
+                comparable = ok and ref and ref.get("ok_runs")
+                throughput = row.metric in THROUGHPUTS
                 cells = [
                     f"{row.label} ({row.unit}{suffix})",
                     labels[server],
                     value_cell(s, row),
-                    ratio(s, ref, row) if ok and ref and ref.get("ok_runs") else NA,
+                    ratio(s, ref, row) if comparable else NA,
+                    value_cell(s, row, normalized=True) if ok and throughput else NA,
+                    ratio(s, ref, row, normalized=True) if comparable and throughput else NA,
                 ]
                 lat = ok and row.has_latency
                 cells += [fmt_num(s.get("p50_ms")) if lat else NA, fmt_num(s.get("p99_ms")) if lat else NA]
@@ -104,8 +124,9 @@ def detailed_table(cases, servers, labels, summaries):
     return "\n".join(lines)
 
 
-def summary_table(cases, servers, labels, summaries):
-    """One line per server, one column per row of the detailed table: value (ratio vs Node)."""
+def summary_table(cases, servers, labels, summaries, normalized=False):
+    """One line per server, one column per row of the detailed table: value (ratio vs Node);
+    `normalized`: throughputs per second of server CPU."""
     rows = [(case, row) for case in cases for row in case.rows]
     lines = [
         "| server | " + " | ".join(f"{row.label} ({row.unit})" for _, row in rows) + " |",
@@ -116,9 +137,9 @@ def summary_table(cases, servers, labels, summaries):
         for case, row in rows:
             s = summaries.get((case.key, server))
             ref = summaries.get((case.key, REFERENCE))
-            cell = value_cell(s, row)
+            cell = value_cell(s, row, normalized)
             if server != REFERENCE and s and s.get("ok_runs") and ref and ref.get("ok_runs"):
-                cell += f" ({ratio(s, ref, row)})"
+                cell += f" ({ratio(s, ref, row, normalized)})"
             cells.append(cell)
         lines.append(f"| {labels[server]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
