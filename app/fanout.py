@@ -223,7 +223,10 @@ class FanoutManager(socketio.AsyncManager):
             encoded = "2" + dumps([event, *args])
         except TypeError:  # binary attachments: several Engine.IO packets, the inherited way
             return await super().emit(event, data, namespace, room=room, skip_sid=skip_sid)
-        skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
+        skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
+        # clients whose connect handler is still running have not been told they are connected:
+        # an event now would arrive before the CONNECT answer (python-socketio sends it anyway)
+        skip.update(self.pending_connect.get(namespace, ()))
         sockets = self.server.eio.sockets
         sio_frame: bytes | None = None
         plain_frame: bytes | None = None

@@ -3,6 +3,7 @@ keeps per-connection order, and disconnects clients that stop reading."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -178,3 +179,28 @@ async def test_a_client_that_stops_reading_is_disconnected_others_unaffected(gat
     assert "disconnecting slow client" in server.log()
     await healthy.send({"type": "ping"})
     await healthy.inbox.next("pong")
+
+
+async def test_broadcasts_wait_for_the_connect_answer(server):
+    """A broadcast made while a client's connect handler is still running must not reach that
+    client before its CONNECT answer (python-socketio's own manager would send it)."""
+    sio = server.app[SIO_KEY]
+    original = sio.handlers["/"]["connect"]
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_connect(*args):
+        entered.set()
+        await release.wait()
+        return await original(*args)
+
+    sio.handlers["/"]["connect"] = slow_connect
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(f"http://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket")
+        client = RawSocketIO(ws)
+        assert (await client.text()).startswith("0{")
+        await ws.send_str("40" + json.dumps({"token": make_token(uid())}))
+        await asyncio.wait_for(entered.wait(), 10)
+        await sio.emit("system", make_envelope("system", {"message": "early"}))
+        release.set()
+        assert (await client.text()).startswith("40{")
+        await ws.close()
