@@ -101,6 +101,7 @@ def ensure_node_deps():
 
 def run_loadgen(case, urls, pids, opts):
     """One loadgen process for one case; returns its JSON result (or {"error": ...})."""
+    timeout = 900  # seconds; the loadgen stops itself then, and is killed 30 s later
     argv = [
         "node",
         str(BENCH / "loadgen" / "main.mjs"),
@@ -112,6 +113,8 @@ def run_loadgen(case, urls, pids, opts):
         ",".join(map(str, pids)),
         "--window",
         str(opts.window),
+        "--timeout-ms",
+        str(timeout * 1000),
         "--users",
         str(opts.users),
         "--url",
@@ -125,7 +128,6 @@ def run_loadgen(case, urls, pids, opts):
         argv.append("--no-deflate")
     if opts.pin:
         argv = ["taskset", "-c", str(LOADGEN_CORE), *argv]
-    timeout = 900
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 30)
     except subprocess.TimeoutExpired:

@@ -115,7 +115,9 @@ def test_report_tables_are_well_formed(smoke):
         if not row[2].startswith("n/a"):
             assert re.fullmatch(r"[\d,.]+", row[2]), row
             assert re.fullmatch(r"\d+\.\d\dx", row[3]), row
-            if "idle memory" not in row[0]:  # throughputs have a per-core value and ratio
-                assert re.fullmatch(r"[\d,.]+", row[4]) and re.fullmatch(r"\d+\.\d\dx", row[5]), row
+            # throughputs have a per-core value, unless the run was too short for the kernel's
+            # 10 ms CPU accounting to see the server work at all
+            if "idle memory" not in row[0] and "0%" not in row[11].split(" + "):
+                assert re.fullmatch(r"[\d,.]+", row[4]), row
         if "delivered msgs/s" in row[0] and not row[2].startswith("n/a"):
             assert row[8:11] == ["0", "0", "yes"], row
