@@ -6,6 +6,7 @@ Both transports (Socket.IO and plain WebSocket) and the HTTP routes authenticate
 
 from __future__ import annotations
 
+import hmac
 import time
 import uuid
 from collections.abc import Mapping
@@ -120,3 +121,10 @@ def token_from_request(auth: object, query_string: str, headers: Mapping[str, st
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return None
+
+
+def api_key_matches(headers: Mapping[str, str], api_key: str) -> bool:
+    """``Authorization: Bearer <api_key>``, compared in constant time: a near miss takes as long
+    as a wild guess, so the key cannot be probed byte by byte."""
+    scheme, _, given = headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), api_key.encode())

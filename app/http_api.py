@@ -7,14 +7,13 @@ which for a cluster node means Redis answers. Load balancers should route on ``/
 from __future__ import annotations
 
 import asyncio
-import hmac
 from typing import Any
 
 import redis.asyncio as redis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .auth import AuthError, token_from_request
+from .auth import AuthError, api_key_matches, token_from_request
 from .config import Settings
 from .expiry import TokenGuard
 from .handlers import ClientEvents
@@ -123,8 +122,7 @@ class OperationsAPI:
         key = self.settings.api_key
         if not key:
             return web.json_response({"error": "API_KEY is not set: the revocation API is disabled"}, status=403)
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key.encode()):
+        if not api_key_matches(request.headers, key):
             return web.json_response({"error": "invalid API key"}, status=401)
         try:
             body = await request.json()

@@ -12,7 +12,6 @@ so an unconfigured gateway answers 404.
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -21,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from .appkeys import EMITTER_KEY, SETTINGS_KEY
+from .auth import api_key_matches
 from .emitter import InProcessEmitter, check_room, check_type, check_user_id
 from .envelope import BAD_REQUEST, TOO_LARGE, UNAUTHORIZED
 
@@ -37,12 +37,6 @@ class BadField(Exception):
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> web.Response:
     return web.json_response({"code": status, "message": message, **extra}, status=status, headers=headers)
-
-
-def _authorized(request: web.Request, api_key: str) -> bool:
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    # compare_digest takes as long for a near miss as for a wild guess: the key cannot be probed
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), api_key.encode())
 
 
 def _field(check: Callable[[Any], Any], field: str, value: Any) -> Any:
@@ -77,7 +71,7 @@ async def _read_json(request: web.Request, limit: int) -> Any:
 async def publish(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     assert settings.api_key is not None  # the route is only added when a key is configured
-    if not _authorized(request, settings.api_key):
+    if not api_key_matches(request.headers, settings.api_key):
         return _error(UNAUTHORIZED, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
     try:
         body = await _read_json(request, settings.max_message_bytes)
