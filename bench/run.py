@@ -244,33 +244,29 @@ def main(argv=None):
         launcher.gateway_dir = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
         gateway_commit = export_gateway(opts.gateway_ref, launcher.gateway_dir)
 
+    measured = versions(opts.python)
+    measured["gateway commit"] = gateway_commit or measured["gateway commit"] + " (working tree)"
     started = time.monotonic()
-    load_before = os.getloadavg()[0]
-    records = []
+    data = {
+        "args": {k: v for k, v in vars(opts).items() if k not in ("secret", "json", "from_json")},
+        "servers": [k.name for k in kinds],
+        "load_average": [os.getloadavg()[0], None],
+        "versions": measured,
+        "seconds": 0,
+        "records": [],
+    }
     try:
         for run in range(opts.runs):
             for kind in kinds:  # servers take turns within each run
-                records += run_server(kind, cases, launcher, opts, run)
+                data["records"] += run_server(kind, cases, launcher, opts, run)
+                # saved as it goes: an interrupted run still leaves its results (--from-json)
+                data["load_average"][1] = os.getloadavg()[0]
+                data["seconds"] = round(time.monotonic() - started, 1)
+                opts.json.write_text(json.dumps(data, indent=1, default=str))
     finally:
         launcher.stop_all()
         if gateway_commit:
             shutil.rmtree(launcher.gateway_dir, ignore_errors=True)
-    load_after = os.getloadavg()[0]
-
-    measured = versions(opts.python)
-    if gateway_commit:
-        measured["gateway commit"] = gateway_commit
-    else:
-        measured["gateway commit"] += " (working tree)"
-    data = {
-        "args": {k: v for k, v in vars(opts).items() if k not in ("secret", "json", "from_json")},
-        "servers": [k.name for k in kinds],
-        "seconds": round(time.monotonic() - started, 1),
-        "load_average": [load_before, load_after],
-        "versions": measured,
-        "records": records,
-    }
-    opts.json.write_text(json.dumps(data, indent=1, default=str))
     print_report(data)
     print(f"\nraw results: {opts.json}; took {data['seconds']:.0f}s", file=sys.stderr)
 
