@@ -6,6 +6,8 @@
 // apiKey, python, redisUrl, chromium, outDir}. Headless Chromium is driven by playwright-core,
 // installed with the console's devDependencies (console/package.json). Every wait is bounded;
 // the process exits 0 when the scenario passed, 1 with the reason (and screenshots) otherwise.
+// A scenario that needs the driver to act (restart the gateway) prints `DRIVER <request>` and
+// reads the answer from stdin.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
