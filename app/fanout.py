@@ -14,7 +14,8 @@ per message. Here, instead:
 - :class:`FastWebSocket` is the Engine.IO aiohttp driver with a FrameWriter attached, so Engine.IO's
   own writes (pings, acks, handshake) and the fast path share one ordered byte stream.
 
-Ordering: a Socket.IO socket is only fed directly while its Engine.IO queue is empty; otherwise
+Ordering: a Socket.IO socket is only fed directly once its upgrade to WebSocket is complete and
+while its Engine.IO queue is empty; otherwise
 the packet joins that queue behind what is already waiting. (Engine.IO's writer drains its queue
 without yielding, because ``FastWebSocket.send`` never suspends, so an empty queue means nothing
 is in flight.) Recipients without a writer (long-polling, compression on) take python-socketio's
@@ -244,7 +245,8 @@ class FanoutManager(socketio.AsyncManager):
                 if plain_frame is None:
                     plain_frame = text_frame(plain_text(event, args, encoded, namespace).encode())
                 writer.push(plain_frame)
-            elif sock.queue.qsize():
+            elif not sock.upgraded or sock.queue.qsize():
+                # mid-upgrade (the client has not switched yet), or earlier packets still queued
                 slow.append(sock)
             else:
                 if sio_frame is None:

@@ -68,6 +68,7 @@ def _announce(settings: Settings, runner: web.AppRunner) -> None:
         f"  Socket.IO:      http://{host}:{port}/  (path /socket.io/)",
         f"  WebSocket:      ws://{host}:{port}/ws?token=<JWT>",
         f"  Health:         http://{host}:{port}/healthz",
+        f"  Console:        http://{host}:{port}/console",
     ]
     if settings.dev_secret:
         assert settings.jwt_secret is not None

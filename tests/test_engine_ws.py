@@ -123,3 +123,25 @@ async def test_binary_payloads_survive_the_round_trip(gateway_factory, clients):
     assert ack["ok"] is False and ack["error"]["code"] == 403  # parsed (not a member), not a crash
     assert (await client.call("ping"))["ok"] is True
     await asyncio.sleep(0)
+
+
+async def test_nothing_is_sent_on_an_upgrade_websocket_before_the_upgrade_completes(gateway, clients):
+    """A polling session opening its upgrade WebSocket must see ``3probe`` first, even when a
+    broadcast (here: another user's ``user_status``) happens between the open and the probe."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{gateway.url}/socket.io/?EIO=4&transport=polling") as response:
+            sid = json.loads((await response.text())[1:])["sid"]
+        query = f"EIO=4&transport=polling&sid={sid}"
+        connect = "40" + json.dumps({"token": make_token(uid())})
+        async with http.post(f"{gateway.url}/socket.io/?{query}", data=connect) as response:
+            assert response.status == 200
+        async with http.get(f"{gateway.url}/socket.io/?{query}") as response:
+            assert "welcome" in await response.text()  # drained: nothing is queued for the session
+        upgrade_url = f"{gateway.url}/socket.io/?EIO=4&transport=websocket&sid={sid}"
+        async with http.ws_connect(upgrade_url) as ws:
+            await clients.sio(gateway.url, make_token(uid()))  # broadcasts user_status online
+            await ws.send_str("2probe")
+            assert (await ws.receive(timeout=10)).data == "3probe"
+            await ws.send_str("5")  # upgrade: from now on the WebSocket carries everything
+            await clients.sio(gateway.url, make_token(uid()))
+            assert (await ws.receive(timeout=10)).data.startswith('42["user_status"')
