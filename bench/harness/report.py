@@ -116,9 +116,10 @@ def detailed_table(cases, servers, labels, summaries):
                     cells += [str(s.get("lost", 0)), NA, NA]
                 else:
                     cells += [NA, NA, NA]
+                cpu = ok and throughput  # (a memory row's CPU figures would be its connect phase's)
                 cells += [
-                    " + ".join(pct(c) for c in s["server_cpu"]) if ok and s.get("server_cpu") else NA,
-                    pct(s.get("loadgen_cpu")) if ok else NA,
+                    " + ".join(pct(c) for c in s["server_cpu"]) if cpu and s.get("server_cpu") else NA,
+                    pct(s.get("loadgen_cpu")) if cpu else NA,
                 ]
                 lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
