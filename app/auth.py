@@ -29,7 +29,7 @@ class AuthError(Exception):
         return {"code": self.code, "message": self.message}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Identity:
     """Who is on the other end of a connection, as asserted by a verified token."""
 

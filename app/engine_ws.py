@@ -35,6 +35,8 @@ _OPEN, _CLOSE, _PING, _PONG, _MESSAGE, _NOOP = "0", "1", "2", "3", "4", "6"
 class EngineSocket(SessionSocket):
     """One Engine.IO v4 session on a WebSocket, registered with python-socketio."""
 
+    __slots__ = ()
+
     def heartbeat_frame(self) -> bytes:
         return EIO_PING
 

@@ -45,7 +45,7 @@ IDENTITY_ENVIRON_KEY = "gateway.identity"
 TRANSPORT_ENVIRON_KEY = "gateway.transport"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Connection:
     """One client connection on this node."""
 

@@ -46,6 +46,7 @@ WS_PING = text_frame(b"", opcode=0x9)
 class PlainSocket(SessionSocket):
     """A plain client: Socket.IO events out as envelope frames, JSON frames in as events."""
 
+    __slots__ = ("connection_sid", "events")
     renders_envelopes = True  # tells the fan-out path to send envelope frames
 
     autoping = False  # pongs count as activity, so the reader must see them

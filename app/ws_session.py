@@ -51,6 +51,22 @@ class SessionSocket:
     """Base class: registration, ordered writes, heartbeat, close. Subclasses say how packets
     render (:meth:`send`) and how frames are read (:meth:`on_message`)."""
 
+    # one per connection: slots keep each a few hundred bytes smaller than a __dict__ would
+    __slots__ = (
+        "_closer",
+        "_heartbeat",
+        "_last_seen",
+        "_ping_interval",
+        "_silence_limit",
+        "closed",
+        "closing",
+        "disconnect_reason",
+        "frame_writer",
+        "session",
+        "sid",
+        "sio",
+        "ws",
+    )
     upgraded = True  # Engine.IO reports the transport as "websocket"
     renders_envelopes = False
     queue = _NoQueue()
