@@ -176,7 +176,8 @@ class ClientEvents:
         return result if ack_requested else None
 
     async def send(self, sid: str, envelope: dict[str, Any]) -> None:
-        await self.emit(envelope, to=sid)
+        """Deliver to one connection of this node (never through Redis: nobody else has it)."""
+        await self.emit(envelope, to=sid, local=True)
 
     async def emit(self, envelope: dict[str, Any], to: str | None = None, local: bool = False) -> None:
         """Deliver an envelope to a connection sid, a room (``user:<id>`` for a user) or, with
