@@ -127,3 +127,35 @@ async def test_resubscribes_quickly_after_a_long_redis_outage(cluster, redis_ser
         with contextlib.suppress(asyncio.TimeoutError):
             crossed = (await remote.inbox.next("room_message", timeout=1, room=room))["content"]["text"] == "back"
     assert crossed, "node 2 did not resubscribe within 12 s of Redis coming back"
+
+
+async def test_replies_to_one_connection_do_not_cross_redis(cluster, redis_server, clients):
+    """welcome, pong and error envelopes go to a connection of this node: publishing them
+    to every other node would cost a Redis round trip per reply for nothing."""
+    import redis.asyncio as aioredis
+
+    node1, _ = cluster
+    room = uid("room")
+    listener = aioredis.Redis.from_url(redis_server.url)
+    pubsub = listener.pubsub()
+    await pubsub.subscribe("socketio")  # python-socketio's channel between nodes
+    try:
+        client = await clients.sio(node1.url, make_token(uid()))
+        await join(client, room)
+        await client.call("ping")
+        await client.call("room_message", {"room": "not-joined", "text": "403"})
+        await client.call("room_message", {"room": room, "text": "crosses"})  # the positive control
+        published: list[str] = []
+        deadline = time.monotonic() + 10
+        # read until the control message has crossed, then what else is already there
+        while time.monotonic() < deadline and not any('"crosses"' in data for data in published):
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+            if message is not None:
+                published.append(message["data"].decode())
+        while (message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)) is not None:
+            published.append(message["data"].decode())
+        assert any('"crosses"' in data for data in published)
+        assert not [data for data in published if '"pong"' in data or '"welcome"' in data or '"error"' in data]
+    finally:
+        await pubsub.aclose()
+        await listener.aclose()
