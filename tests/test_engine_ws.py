@@ -145,3 +145,18 @@ async def test_nothing_is_sent_on_an_upgrade_websocket_before_the_upgrade_comple
             await ws.send_str("5")  # upgrade: from now on the WebSocket carries everything
             await clients.sio(gateway.url, make_token(uid()))
             assert (await ws.receive(timeout=10)).data.startswith('42["user_status"')
+
+
+async def test_an_oversized_socketio_message_closes_with_1009(gateway_factory):
+    server = gateway_factory(env={"MAX_MESSAGE_BYTES": "2048"})
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{server.url}/socket.io/?EIO=4&transport=websocket") as ws:
+            assert json.loads((await next_text(ws))[1:])["maxPayload"] == 2048
+            await ws.send_str("40" + json.dumps({"token": make_token(uid())}))
+            assert (await next_text(ws)).startswith("40{")
+            assert (await next_text(ws)).startswith('42["welcome"')
+            await ws.send_str('42["ping","' + "x" * 2048 + '"]')
+            assert await next_text(ws) == "<CLOSE>"
+            assert ws.close_code == 1009
+        async with session.get(f"{server.url}/healthz") as response:
+            assert response.status == 200
