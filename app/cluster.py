@@ -43,6 +43,8 @@ class RedisFanoutManager(socketio.AsyncRedisManager, FanoutManager):
         self._idle = asyncio.Event()  # set while nothing is queued or being sent
         self._idle.set()
         self._publisher: asyncio.Task[None] | None = None
+        self.linked = False
+        """True while this node is subscribed to Redis: what it publishes reaches the others."""
 
     async def _redis_listen_with_retries(self):  # type: ignore[no-untyped-def]
         """python-socketio's listen loop (async_redis_manager.py) with a capped back-off."""
@@ -51,10 +53,12 @@ class RedisFanoutManager(socketio.AsyncRedisManager, FanoutManager):
             try:
                 self._redis_connect()
                 await self.pubsub.subscribe(self.channel)
+                self.linked = True
                 delay = 0.5
                 async for message in self.pubsub.listen():
                     yield message
             except Exception as exc:
+                self.linked = False
                 log.error("cannot receive from Redis, retrying in %.1f s: %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RESUBSCRIBE_MAX_DELAY)
@@ -100,5 +104,6 @@ class RedisFanoutManager(socketio.AsyncRedisManager, FanoutManager):
             except Exception as exc:
                 self.connected = False
                 if attempt == 2:
+                    self.linked = False
                     REDIS_PUBLISH_FAILURES.inc(len(batch))
                     log.error("cannot publish %d message(s) to Redis, dropped: %s", len(batch), exc)

@@ -19,10 +19,11 @@ from typing import Any
 
 from aiohttp import web
 
-from .appkeys import EMITTER_KEY, SETTINGS_KEY
+from .appkeys import EMITTER_KEY, SETTINGS_KEY, SIO_KEY
 from .auth import api_key_matches
+from .cluster import RedisFanoutManager
 from .emitter import InProcessEmitter, check_room, check_type, check_user_id
-from .envelope import BAD_REQUEST, TOO_LARGE, UNAUTHORIZED
+from .envelope import BAD_REQUEST, TOO_LARGE, UNAUTHORIZED, UNAVAILABLE
 
 TARGETS = 'must be one of {"all": true}, {"user": id}, {"room": name}'
 
@@ -83,4 +84,8 @@ async def publish(request: web.Request) -> web.Response:
         return _error(BAD_REQUEST, str(bad), field=bad.field)
     except web.HTTPRequestEntityTooLarge:
         return _error(TOO_LARGE, f"body larger than {settings.max_message_bytes} bytes")
+    manager = request.app[SIO_KEY].manager
+    if isinstance(manager, RedisFanoutManager) and not manager.linked:
+        # accepting now would mean delivering on this node only: refuse, so the caller retries
+        return _error(UNAVAILABLE, "Redis is unreachable: message not accepted, retry later")
     return web.json_response({"id": await send(type_, body.get("content"))}, status=202)

@@ -80,3 +80,25 @@ async def test_auth_and_validation_failures_deliver_nothing(gateway_factory, cli
 async def test_disabled_without_an_api_key(gateway):
     status, _ = await post(gateway.url, {"target": {"all": True}, "type": "t"})
     assert status == 404
+
+
+async def test_publish_is_refused_with_503_while_redis_is_down(redis_server, gateway_factory, clients):
+    """Accepting would mean delivering on one node only: the caller gets 503 and retries."""
+    import asyncio
+    import time
+
+    node = gateway_factory(env={"REDIS_URL": redis_server.url, "API_KEY": KEY})
+    await wait_subscribed(redis_server.url, nodes=1)
+    body = {"target": {"all": True}, "type": "published", "content": "x"}
+    assert (await post(node.url, body))[0] == 202
+    redis_server.kill()
+    deadline = time.monotonic() + 10
+    while (answer := await post(node.url, body))[0] != 503:  # the node notices the lost link
+        assert time.monotonic() < deadline, answer
+        await asyncio.sleep(0.1)
+    assert answer[1]["code"] == 503 and "Redis" in answer[1]["message"]
+    redis_server.start()
+    deadline = time.monotonic() + 15
+    while (answer := await post(node.url, body))[0] != 202:  # accepted again once relinked
+        assert answer[0] == 503 and time.monotonic() < deadline, answer
+        await asyncio.sleep(0.1)
