@@ -1,8 +1,10 @@
 """Builds the aiohttp application and the Socket.IO server, and wires every part together.
 
-Request path: aiohttp -> Engine.IO (``/socket.io/``) or the plain-WS adapter (``/ws``) ->
-:class:`GatewayServer` -> :class:`~app.handlers.ClientEvents` -> the client manager, which
-delivers to rooms on this node and, when clustered, publishes through Redis to the others.
+Request path: aiohttp -> ``/socket.io/`` (WebSocket-only sessions: :mod:`app.engine_ws`;
+long-polling and upgrades: python-engineio) or ``/ws`` (:mod:`app.plain_ws`) ->
+:class:`GatewayServer` -> :class:`~app.handlers.ClientEvents` -> the client manager
+(:mod:`app.fanout`, :mod:`app.cluster`), which delivers to rooms on this node and, when
+clustered, publishes through Redis to the others.
 """
 
 from __future__ import annotations
