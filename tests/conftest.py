@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,11 @@ import socketio
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-0123456789abcdef0123456789abcdef0123456789abcdef012345"
 WAIT = 10.0
+
+
+def uid(prefix: str = "u") -> str:
+    """A fresh id for a user or room, so tests sharing a gateway never see each other's traffic."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def free_port() -> int:

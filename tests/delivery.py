@@ -6,16 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from conftest import WAIT, make_token
-
-
-def uid(prefix: str = "u") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+from conftest import WAIT, make_token, uid
 
 
 async def join(client: Any, room: str) -> None:

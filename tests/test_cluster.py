@@ -5,14 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 
 import aiohttp
-from conftest import make_token
-
-
-def uid(prefix: str = "u") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+from conftest import make_token, uid
 
 
 async def join(client, room: str) -> None:

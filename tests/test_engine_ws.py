@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from conftest import SECRET, make_token
+from conftest import SECRET, make_token, uid
 
 from app.appkeys import SIO_KEY
 from app.config import Settings
 from app.engine_ws import EngineSocket
 from app.server import create_app
-
-
-def uid(prefix: str = "u") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture

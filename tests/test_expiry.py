@@ -6,20 +6,15 @@ import asyncio
 import subprocess
 import sys
 import time
-import uuid
 
 import aiohttp
 import pytest
 import socketio
-from conftest import ROOT, make_token
+from conftest import ROOT, make_token, uid
 
 API_KEY = "ops-key-0123456789"
 EXPIRED = {"code": 401, "message": "token expired"}
 REVOKED = {"code": 401, "message": "token revoked"}
-
-
-def uid(prefix: str = "u") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 async def revoke(url: str, jti: str, key: str | None = API_KEY) -> tuple[int, dict]:

@@ -5,23 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 
 import aiohttp
 import pytest
 import socketio
 from aiohttp.test_utils import TestServer
-from conftest import SECRET, make_token
+from conftest import SECRET, make_token, uid
 
 from app.appkeys import SIO_KEY
 from app.config import Settings
 from app.envelope import event_as_envelope_text, make_envelope
 from app.fanout import text_frame
 from app.server import create_app
-
-
-def uid(prefix: str = "u") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 class RawSocketIO:

@@ -7,15 +7,10 @@ import json
 import re
 import signal
 import time
-import uuid
 
 import aiohttp
 import pytest
-from conftest import make_token
-
-
-def uid(prefix: str = "u") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+from conftest import make_token, uid
 
 
 async def get(url: str) -> tuple[int, str]:

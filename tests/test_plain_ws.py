@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import aiohttp
 import pytest
-from conftest import make_token
-
-
-def uid(prefix: str = "u") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+from conftest import make_token, uid
 
 
 @pytest.mark.parametrize(

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
 import aiohttp
 import pytest
-from conftest import make_token
+from conftest import make_token, uid
 
 PRESENCE_TTL = 3.0
-
-
-def uid(prefix: str = "u") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 async def status(client, user_id: str, state: str, timeout: float = 10) -> dict:

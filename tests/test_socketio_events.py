@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 import jwt
 import pytest
 import socketio
-from conftest import SECRET, make_token
-
-
-def uid(prefix: str = "u") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
+from conftest import SECRET, make_token, uid
 
 # -- authentication ---------------------------------------------------------------------------
 
