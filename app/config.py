@@ -53,6 +53,7 @@ class Settings:
     ping_interval: float = 25.0
     ping_timeout: float = 20.0
     ws_heartbeat_timeout: float = 60.0
+    connect_timeout: float = 45.0
     max_rooms_per_connection: int = 100
     rate_limit: float = 50.0
     rate_burst: int = 100
@@ -105,8 +106,10 @@ class Settings:
             self.dev_secret = True
         if self.max_message_bytes < 1024:
             raise ConfigError("--max-message-bytes must be at least 1024")
-        if self.ping_interval <= 0 or self.ping_timeout <= 0 or self.ws_heartbeat_timeout <= 0:
-            raise ConfigError("--ping-interval, --ping-timeout and --ws-heartbeat-timeout must be > 0")
+        if min(self.ping_interval, self.ping_timeout, self.ws_heartbeat_timeout, self.connect_timeout) <= 0:
+            raise ConfigError(
+                "--ping-interval, --ping-timeout, --ws-heartbeat-timeout and --connect-timeout must be > 0"
+            )
         if self.max_rooms_per_connection < 1:
             raise ConfigError("--max-rooms must be at least 1")
         if self.rate_limit <= 0 or self.rate_burst < 1:
@@ -193,6 +196,13 @@ OPTIONS = (
         "ws_heartbeat_timeout",
         float,
         "plain WebSocket: close after this many seconds of silence",
+    ),
+    Option(
+        "--connect-timeout",
+        "CONNECT_TIMEOUT",
+        "connect_timeout",
+        float,
+        "Socket.IO: close a WebSocket that has not connected to a namespace after this many seconds",
     ),
     Option("--max-rooms", "MAX_ROOMS", "max_rooms_per_connection", int, "rooms one connection may join"),
     Option("--rate-limit", "RATE_LIMIT", "rate_limit", float, "client messages per second per connection, sustained"),

@@ -15,6 +15,7 @@ See :mod:`app.ws_session` for the python-socketio interfaces relied on.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -66,7 +67,14 @@ class EngineSocket(SessionSocket):
                 }
             )
         )
-        return True  # Socket.IO authentication happens on the client's CONNECT packet
+        # authentication happens on the client's CONNECT packet; one that never sends it must
+        # not hold a connection open forever (socket.io's own server has the same limit)
+        asyncio.get_running_loop().call_later(self.settings.connect_timeout, self._require_namespace)
+        return True
+
+    def _require_namespace(self) -> None:
+        if not self.closing and self.sio.manager.sid_from_eio_sid(self.sid, "/") is None:
+            self.shutdown(WSCloseCode.POLICY_VIOLATION, "no Socket.IO connect in time")
 
     async def on_message(self, msg: WSMessage) -> None:
         if msg.type == WSMsgType.BINARY:

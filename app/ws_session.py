@@ -63,6 +63,7 @@ class SessionSocket:
         "disconnect_reason",
         "frame_writer",
         "session",
+        "settings",
         "sid",
         "sio",
         "ws",
@@ -97,6 +98,7 @@ class SessionSocket:
         self, sio: socketio.AsyncServer, ws: web.WebSocketResponse, transport: asyncio.Transport, settings: Settings
     ) -> None:
         self.sio = sio
+        self.settings = settings
         self.sid = sio.eio.generate_id()
         self.ws = ws
         self.session: dict[str, Any] = {}

@@ -155,3 +155,25 @@ async def test_an_oversized_socketio_message_closes_with_1009(gateway_factory):
             assert ws.close_code == 1009
         async with session.get(f"{server.url}/healthz") as response:
             assert response.status == 200
+
+
+async def test_a_session_that_never_connects_a_namespace_is_closed(gateway_factory):
+    server = gateway_factory(env={"CONNECT_TIMEOUT": "0.5"})
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{server.url}/socket.io/?EIO=4&transport=websocket") as idle:
+            assert (await next_text(idle)).startswith("0{")
+            assert await next_text(idle) == "<CLOSE>"
+            assert idle.close_code == 1008
+        async with session.ws_connect(f"{server.url}/socket.io/?EIO=4&transport=websocket") as ws:
+            await next_text(ws)
+            await ws.send_str("40" + json.dumps({"token": make_token(uid())}))
+            assert (await next_text(ws)).startswith("40{")
+            await ws.send_str('421["ping"]')
+            while (reply := await next_text(ws)).startswith('42["'):  # pong, welcome
+                pass
+            assert reply.startswith("431[")
+            await asyncio.sleep(1)  # past the timeout: a connected session stays open
+            await ws.send_str('422["ping"]')
+            while (reply := await next_text(ws)).startswith('42["'):
+                pass
+            assert reply.startswith("432[")
