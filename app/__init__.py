@@ -1,6 +1,6 @@
 """realtime-gateway: a Socket.IO-compatible realtime gateway (python-socketio on aiohttp).
 
-Run it with ``realtime-gateway`` (or ``python -m app``); embed it with :func:`create_app`.
+Run it with ``realtime-gateway`` (or ``python -m realtime_gateway``); embed it with :func:`create_app`.
 """
 
 from .emitter import Emitter, SyncEmitter

@@ -13,4 +13,4 @@ SETTINGS_KEY = web.AppKey("settings", Settings)
 SIO_KEY = web.AppKey("sio", socketio.AsyncServer)
 EVENTS_KEY = web.AppKey("events", ClientEvents)
 EMITTER_KEY = web.AppKey("emitter", InProcessEmitter)
-"""Send to clients from code inside the gateway: the same operations as :class:`app.Emitter`."""
+"""Send to clients from code inside the gateway: the same operations as :class:`realtime_gateway.Emitter`."""

@@ -4,7 +4,7 @@ pipelined publishing.
 python-socketio's ``AsyncRedisManager`` awaits one Redis round trip per emit, inside the event
 handler of the client that caused it; since a client's events are handled in order, a chatty
 client then gets one message per round trip through. Here emits are delivered locally at once
-(:class:`~app.fanout.FanoutManager`) and queued for Redis; one background task sends whatever has
+(:class:`~realtime_gateway.fanout.FanoutManager`) and queued for Redis; one background task sends whatever has
 queued up as a single pipeline, in order. Nothing is awaited on the message path.
 
 Redis unreachable: a batch is tried twice (reconnecting in between) and then dropped, counted in

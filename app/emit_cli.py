@@ -1,6 +1,6 @@
 """``realtime-gateway emit``: send a message to connected clients from a shell or a cron job.
 
-Each subcommand is one :class:`~app.emitter.SyncEmitter` operation; the envelope id is printed
+Each subcommand is one :class:`~realtime_gateway.emitter.SyncEmitter` operation; the envelope id is printed
 on success. Exit status: 0 sent, 1 Redis could not take the message, 2 invalid arguments.
 """
 

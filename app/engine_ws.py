@@ -10,7 +10,7 @@ ping/pong, ``4`` message, ``1`` close) and hands Socket.IO packets to python-soc
 Engine.IO would. Sessions that start with long-polling (and may upgrade) stay with
 python-engineio.
 
-See :mod:`app.ws_session` for the python-socketio interfaces relied on.
+See :mod:`realtime_gateway.ws_session` for the python-socketio interfaces relied on.
 """
 
 from __future__ import annotations

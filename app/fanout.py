@@ -261,7 +261,7 @@ def plain_text(event: str, args: list[Any], encoded: str, namespace: str) -> str
     """The plain-WS frame for an event, cut from its encoded Socket.IO packet when possible.
 
     For an envelope ``E`` of type ``event`` in the default namespace, the packet is
-    ``2[<event JSON>,<E JSON>]`` and the frame is exactly ``<E JSON>`` (see app.jsoncodec).
+    ``2[<event JSON>,<E JSON>]`` and the frame is exactly ``<E JSON>`` (see realtime_gateway.jsoncodec).
     """
     if namespace == "/" and len(args) == 1 and isinstance(args[0], dict) and args[0].get("type") == event:
         return encoded[len(dumps(event)) + 3 : -1]

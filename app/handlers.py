@@ -1,8 +1,9 @@
 """The client events and what they do, independent of the transport that carried them.
 
 Socket.IO clients reach :meth:`ClientEvents.dispatch` from ``GatewayServer._handle_event``
-(:mod:`app.server`); plain WebSocket clients from :mod:`app.plain_ws`. Both get the same answers: a result dict
-for an acknowledged event, or an ``error`` envelope when the client did not ask for an ack.
+(:mod:`realtime_gateway.server`); plain WebSocket clients from :mod:`realtime_gateway.plain_ws`.
+Both get the same answers: a result dict for an acknowledged event, or an ``error`` envelope when
+the client did not ask for an ack.
 
 Every connection is tracked in :attr:`ClientEvents.connections` (by Socket.IO sid) with its
 verified identity; nothing a client sends can change who it is, so ``from``/``from_name`` on

@@ -1,6 +1,6 @@
 """Operational HTTP endpoints: readiness, statistics, online users, Prometheus metrics, revocation.
 
-``/healthz`` (in :mod:`app.server`) says the process is alive; ``/readyz`` says it can serve,
+``/healthz`` (in :mod:`realtime_gateway.server`) says the process is alive; ``/readyz`` says it can serve,
 which for a cluster node means Redis answers. Load balancers should route on ``/readyz``.
 """
 

@@ -1,13 +1,13 @@
 """The ``/ws`` endpoint: plain WebSocket clients speaking the JSON envelope, as first-class
 members of the same Socket.IO rooms.
 
-Each connection is a :class:`PlainSocket` (a :class:`~app.ws_session.SessionSocket`): it is
+Each connection is a :class:`PlainSocket` (a :class:`~realtime_gateway.ws_session.SessionSocket`): it is
 registered with python-socketio under a fresh Engine.IO sid and goes through python-socketio's
 own connect, event and disconnect paths. Every emit the server makes (to a room, a user,
 everyone, from this node or via Redis from another) reaches it with no special case in the
 caller; the socket renders the Socket.IO event packets it is handed as envelope JSON frames.
 One connection per client, no loopback Socket.IO client. The interfaces this relies on are
-listed in :mod:`app.ws_session`.
+listed in :mod:`realtime_gateway.ws_session`.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Counts are written as absolute values by one writer task per node, so writes can
 retried, and a full rewrite (after a Redis outage or restart) repairs whatever was lost.
 
 Stores: :class:`MemoryPresenceStore` (single node) here, ``RedisPresenceStore`` in
-:mod:`app.presence_redis` (cluster, with expiry of dead nodes' entries).
+:mod:`realtime_gateway.presence_redis` (cluster, with expiry of dead nodes' entries).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Builds the aiohttp application and the Socket.IO server, and wires every part together.
 
-Request path: aiohttp -> ``/socket.io/`` (WebSocket-only sessions: :mod:`app.engine_ws`;
-long-polling and upgrades: python-engineio) or ``/ws`` (:mod:`app.plain_ws`) ->
-:class:`GatewayServer` -> :class:`~app.handlers.ClientEvents` -> the client manager
-(:mod:`app.fanout`, :mod:`app.cluster`), which delivers to rooms on this node and, when
+Request path: aiohttp -> ``/socket.io/`` (WebSocket-only sessions: :mod:`realtime_gateway.engine_ws`;
+long-polling and upgrades: python-engineio) or ``/ws`` (:mod:`realtime_gateway.plain_ws`) ->
+:class:`GatewayServer` -> :class:`~realtime_gateway.handlers.ClientEvents` -> the client manager
+(:mod:`realtime_gateway.fanout`, :mod:`realtime_gateway.cluster`), which delivers to rooms on this node and, when
 clustered, publishes through Redis to the others.
 """
 
@@ -127,7 +127,7 @@ def create_app(settings: Settings) -> web.Application:
     app[EVENTS_KEY] = events
     app[EMITTER_KEY] = InProcessEmitter(events)
     # python-socketio's attach() registers these three routes; GET goes through the gateway's
-    # own WebSocket-only Engine.IO transport first (app.engine_ws), which defers the rest
+    # own WebSocket-only Engine.IO transport first (realtime_gateway.engine_ws), which defers the rest
     app.router.add_get("/socket.io/", handle_engine_websocket)
     app.router.add_post("/socket.io/", sio.handle_request)
     app.router.add_route("OPTIONS", "/socket.io/", sio.handle_request)

@@ -1,13 +1,13 @@
 """A WebSocket connection served by the gateway itself and registered with python-socketio.
 
 Both WebSocket protocols the gateway serves directly — plain JSON envelopes on ``/ws``
-(:mod:`app.plain_ws`) and Engine.IO v4 on ``/socket.io/?transport=websocket``
-(:mod:`app.engine_ws`) — are a :class:`SessionSocket`. It stands in for an Engine.IO socket in
+(:mod:`realtime_gateway.plain_ws`) and Engine.IO v4 on ``/socket.io/?transport=websocket``
+(:mod:`realtime_gateway.engine_ws`) — are a :class:`SessionSocket`. It stands in for an Engine.IO socket in
 ``eio.sockets``, so python-socketio's connect, event, emit and disconnect paths treat it like
 any other client and every emit reaches it with no special case in the caller.
 
 Per connection it costs one aiohttp handler task and two timer handles: no writer task, no
-queue, no task per inbound message. Outbound frames go through a :class:`~app.fanout.FrameWriter`
+queue, no task per inbound message. Outbound frames go through a :class:`~realtime_gateway.fanout.FrameWriter`
 (ordered, coalesced, bounded). A heartbeat timer sends the protocol's ping every
 ``ping_interval`` and closes the connection after ``silence_limit`` seconds without a frame.
 

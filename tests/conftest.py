@@ -117,6 +117,22 @@ class RedisServer:
         self.start()
 
 
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project built as a wheel, from a copy of the sources a regular install would see."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    source = tmp / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "app", source / "app", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "node_modules"))
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp / "dist"), str(source)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [built] = (tmp / "dist").glob("realtime_gateway-*.whl")
+    return built
+
+
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()
@@ -126,7 +142,7 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 class Gateway:
-    """One ``realtime-gateway`` process (``python -m app``) on a free port."""
+    """One ``realtime-gateway`` process (``python -m realtime_gateway``) on a free port."""
 
     def __init__(
         self, env: dict[str, str] | None = None, args: list[str] | None = None, port: int | None = None
@@ -145,7 +161,7 @@ class Gateway:
         env.setdefault("LOG_LEVEL", "INFO")
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
+                [sys.executable, "-m", "realtime_gateway", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
                 cwd=ROOT,
                 env=env,
                 stdout=log,

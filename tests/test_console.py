@@ -224,26 +224,12 @@ def test_console_sources_typecheck():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_wheel_ships_the_console(tmp_path):
+def test_wheel_ships_the_console(wheel):
     """A regular (non-editable) install gets the built assets: they are package data in the wheel."""
-    source = tmp_path / "src"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source / name)
-    shutil.copytree(ROOT / "app", source / "app", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist")]
-    result = subprocess.run(
-        [*command, str(source)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    [wheel] = (tmp_path / "dist").glob("realtime_gateway-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         for name in ASSETS:
-            assert archive.read(f"app/static/console/{name}") == (STATIC_DIR / name).read_bytes(), name
-        assert "app/console.py" in archive.namelist()
+            assert archive.read(f"realtime_gateway/static/console/{name}") == (STATIC_DIR / name).read_bytes(), name
+        assert "realtime_gateway/console.py" in archive.namelist()
 
 
 # ---- in the browser ----------------------------------------------------------------------

@@ -18,7 +18,15 @@ async def emit(*args: str, redis_url: str | None = None) -> tuple[int, str, str]
     if redis_url:
         env["REDIS_URL"] = redis_url
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app", "emit", *args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        sys.executable,
+        "-m",
+        "realtime_gateway",
+        "emit",
+        *args,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode is not None

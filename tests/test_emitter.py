@@ -14,12 +14,11 @@ import pytest
 from aiohttp import web
 from conftest import ROOT, SECRET, free_port, make_token
 from delivery import audience, nothing_else, received_once, uid, wait_subscribed
-
-from app import Emitter, SyncEmitter
-from app.appkeys import EMITTER_KEY
-from app.config import Settings
-from app.emitter import EmitError
-from app.server import create_app
+from realtime_gateway import Emitter, SyncEmitter
+from realtime_gateway.appkeys import EMITTER_KEY
+from realtime_gateway.config import Settings
+from realtime_gateway.emitter import EmitError
+from realtime_gateway.server import create_app
 
 
 async def test_every_operation_reaches_exactly_its_audience_on_both_nodes(cluster, redis_server, clients):
@@ -57,7 +56,7 @@ async def test_every_operation_reaches_exactly_its_audience_on_both_nodes(cluste
 SYNC_SCRIPT = textwrap.dedent(
     """
     import sys
-    from app import SyncEmitter
+    from realtime_gateway import SyncEmitter
 
     user, room = sys.argv[1], sys.argv[2]
     with SyncEmitter() as emitter:  # REDIS_URL from the environment

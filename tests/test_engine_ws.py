@@ -9,11 +9,10 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from conftest import SECRET, make_token, uid
-
-from app.appkeys import SIO_KEY
-from app.config import Settings
-from app.engine_ws import EngineSocket
-from app.server import create_app
+from realtime_gateway.appkeys import SIO_KEY
+from realtime_gateway.config import Settings
+from realtime_gateway.engine_ws import EngineSocket
+from realtime_gateway.server import create_app
 
 
 @pytest.fixture

@@ -96,7 +96,18 @@ async def test_revoke_cli_on_a_single_node(gateway_factory, clients):
     node = gateway_factory(env={"API_KEY": API_KEY})
     jti = uid("jti")
     client = await clients.ws(node.ws_url, make_token(uid(), jti=jti))
-    command = [sys.executable, "-m", "app", "revoke", "--jti", jti, "--url", node.url, "--api-key", API_KEY]
+    command = [
+        sys.executable,
+        "-m",
+        "realtime_gateway",
+        "revoke",
+        "--jti",
+        jti,
+        "--url",
+        node.url,
+        "--api-key",
+        API_KEY,
+    ]
     result = await asyncio.to_thread(subprocess.run, command, cwd=ROOT, capture_output=True, text=True, timeout=20)
     assert result.returncode == 0, result.stderr
     assert (await client.inbox.next("error"))["content"] == REVOKED

@@ -11,12 +11,11 @@ import pytest
 import socketio
 from aiohttp.test_utils import TestServer
 from conftest import SECRET, make_token, uid
-
-from app.appkeys import SIO_KEY
-from app.config import Settings
-from app.envelope import event_as_envelope_text, make_envelope
-from app.fanout import text_frame
-from app.server import create_app
+from realtime_gateway.appkeys import SIO_KEY
+from realtime_gateway.config import Settings
+from realtime_gateway.envelope import event_as_envelope_text, make_envelope
+from realtime_gateway.fanout import text_frame
+from realtime_gateway.server import create_app
 
 
 class RawSocketIO:

@@ -18,7 +18,7 @@ from conftest import ROOT, free_port
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 20) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "JWT_SECRET", "API_KEY", "PORT")}
     return subprocess.run(
-        [sys.executable, "-m", "app", *args],
+        [sys.executable, "-m", "realtime_gateway", *args],
         cwd=ROOT,
         env={**clean, **(env or {})},
         capture_output=True,

@@ -54,7 +54,7 @@ def _vanilla_argv(py, port, redis_url):
 
 
 def _gateway_argv(py, port, _redis_url):
-    return [py, "-m", "app", "--port", str(port)]  # REDIS_URL and HOST come from the env
+    return [py, "-m", "realtime_gateway", "--port", str(port)]  # REDIS_URL and HOST come from the env
 
 
 KINDS = {
@@ -95,7 +95,7 @@ class Launcher:
     secret: str
     log_dir: Path
     core: int | None
-    gateway_dir: Path = REPO  # where `python -m app` runs: the checkout, or an exported commit
+    gateway_dir: Path = REPO  # where `python -m realtime_gateway` runs: the checkout (installed), or an exported commit
     procs: list = field(default_factory=list)
 
     def spawn(self, argv, name, env=None, cwd=REPO):
@@ -159,6 +159,8 @@ def export_gateway(ref, into):
     checkout while a long run goes on. Returns the commit's short hash."""
     archive = subprocess.run(["git", "archive", ref, "app"], cwd=REPO, capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    # the folder is app/, the import name realtime_gateway: `python -m` from `into` finds it there
+    (Path(into) / "app").rename(Path(into) / "realtime_gateway")
     return subprocess.run(
         ["git", "rev-parse", "--short", ref], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.strip()

@@ -117,7 +117,7 @@ async function screenshot(page, name) {
 }
 
 async function emit(...args) {
-  const { stdout } = await run(config.python, ['-m', 'app', 'emit', ...args], {
+  const { stdout } = await run(config.python, ['-m', 'realtime_gateway', 'emit', ...args], {
     cwd: config.root,
     env: { ...process.env, REDIS_URL: config.redisUrl },
     timeout: 30_000,

@@ -1,5 +1,5 @@
 /**
- * A real gateway process for the tests: `$GATEWAY_PYTHON -m app` started from the repository
+ * A real gateway process for the tests: `$GATEWAY_PYTHON -m realtime_gateway` started from the repository
  * root on a free loopback port, ready once `GET /healthz` answers 200. `restart()` brings it back
  * on the same port so connected clients exercise their reconnect path.
  */
@@ -77,7 +77,7 @@ export class Gateway {
 
   async #spawn(): Promise<void> {
     this.#stderr = '';
-    const child = spawn(PYTHON, ['-m', 'app'], {
+    const child = spawn(PYTHON, ['-m', 'realtime_gateway'], {
       cwd: REPO_ROOT,
       env: {
         ...process.env,
