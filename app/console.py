@@ -27,6 +27,7 @@ from aiohttp import web
 
 from .auth import mint_token
 from .config import Settings
+from .http_errors import error_response
 
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "console"
 DEV_TOKEN_TTL = 3600
@@ -54,7 +55,7 @@ def install_console(app: web.Application, settings: Settings) -> None:
     async def page(request: web.Request) -> web.StreamResponse:
         index = assets.get("index.html")
         if index is None:
-            return web.json_response({"error": "console assets are not installed"}, status=404)
+            return error_response(404, "console assets are not installed")
         return web.FileResponse(index, headers={**PAGE_HEADERS, "Content-Type": "text/html; charset=utf-8"})
 
     def asset(path: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -128,4 +129,4 @@ def _name(value: object) -> str | None:
 
 
 def _bad(message: str, status: int = 400) -> web.Response:
-    return web.json_response({"code": status, "message": message}, status=status)
+    return error_response(status, message)

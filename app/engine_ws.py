@@ -24,6 +24,7 @@ from engineio import packet as eio_packet
 
 from .appkeys import SETTINGS_KEY, SIO_KEY
 from .fanout import text_frame
+from .http_errors import error_response
 from .jsoncodec import dumps
 from .ws_session import SessionSocket, minimal_environ
 
@@ -120,5 +121,5 @@ async def handle_engine_websocket(request: web.Request) -> web.StreamResponse:
     if settings.ws_compression or not wants_engine_socket(request):
         return await sio.handle_request(request)
     if not origin_allowed(request, settings.cors_origins):
-        return web.json_response({"error": "origin not allowed"}, status=400)
+        return error_response(400, "origin not allowed")
     return await EngineSocket.accept(request, sio, minimal_environ(request))

@@ -17,6 +17,7 @@ from .auth import AuthError, api_key_matches, token_from_request
 from .config import Settings
 from .expiry import TokenGuard
 from .handlers import ClientEvents
+from .http_errors import error_response
 from .metrics import CONNECTIONS, REGISTRY, ROOMS
 from .presence import Presence
 
@@ -59,7 +60,7 @@ class OperationsAPI:
                 await asyncio.wait_for(self.redis.ping(), READY_TIMEOUT)
             except Exception as exc:
                 reason = f"redis unreachable: {exc or type(exc).__name__}"
-                return web.json_response({"status": "unavailable", "reason": reason}, status=503)
+                return error_response(503, reason)
         return web.json_response({"status": "ready"})
 
     async def stats(self, request: web.Request) -> web.Response:
@@ -98,11 +99,11 @@ class OperationsAPI:
             identity = self.events.verifier.verify(token_from_request(None, request.query_string, request.headers))
             self.guard.check(identity)
         except AuthError as error:
-            return web.json_response({"error": error.message, "code": error.code}, status=401)
+            return error_response(error.code, error.message)
         try:
             users = await self.presence.store.users()
         except Exception as exc:
-            return web.json_response({"error": f"presence unavailable: {exc}"}, status=503)
+            return error_response(503, f"presence unavailable: {exc}")
         return web.json_response(
             {"total": len(users), "users": [{"user_id": uid, "user_name": name} for uid, name in users]}
         )
@@ -121,9 +122,9 @@ class OperationsAPI:
         have expired anyway; without it the revocation is kept for good."""
         key = self.settings.api_key
         if not key:
-            return web.json_response({"error": "API_KEY is not set: the revocation API is disabled"}, status=403)
+            return error_response(403, "API_KEY is not set: the revocation API is disabled")
         if not api_key_matches(request.headers, key):
-            return web.json_response({"error": "invalid API key"}, status=401)
+            return error_response(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
         try:
             body = await request.json()
         except ValueError:
@@ -131,6 +132,6 @@ class OperationsAPI:
         jti = body.get("jti") if isinstance(body, dict) else None
         expires_at = body.get("expires_at") if isinstance(body, dict) else None
         if not isinstance(jti, str) or not jti or not (expires_at is None or isinstance(expires_at, (int, float))):
-            return web.json_response({"error": 'body must be {"jti": string, "expires_at"?: number}'}, status=400)
+            return error_response(400, 'body must be {"jti": string, "expires_at"?: number}', field="body")
         await self.guard.revoke(jti, expires_at)
         return web.json_response({"ok": True, "jti": jti})

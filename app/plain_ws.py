@@ -32,6 +32,7 @@ from .envelope import (
 )
 from .fanout import plain_text, text_frame
 from .handlers import IDENTITY_ENVIRON_KEY, TRANSPORT_ENVIRON_KEY, ClientEvents
+from .http_errors import error_response
 from .jsoncodec import loads
 from .ws_session import SessionSocket, minimal_environ
 
@@ -132,7 +133,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     try:
         identity = events.verifier.verify(token)
     except AuthError as error:
-        return web.json_response({"error": error.message, "code": error.code}, status=401)
+        return error_response(error.code, error.message)
 
     environ = minimal_environ(request, **{IDENTITY_ENVIRON_KEY: identity, TRANSPORT_ENVIRON_KEY: TRANSPORT})
     return await PlainSocket.accept(request, events.sio, environ, events=events)

@@ -5,7 +5,7 @@ Request (``Authorization: Bearer <API_KEY>``)::
     {"target": {"all": true} | {"user": "42"} | {"room": "lobby"}, "type": "order_shipped", "content": ...}
 
 Answers: ``202 {"id"}`` once the message is on its way (through the cluster, like any emit);
-``401`` for a missing or wrong key; ``400 {"code", "message", "field"}`` naming the first bad
+``401`` for a missing or wrong key; ``400`` whose ``error.field`` names the first bad
 field; ``413`` above ``MAX_MESSAGE_BYTES``. The route exists only when an API key is configured,
 so an unconfigured gateway answers 404.
 """
@@ -24,6 +24,7 @@ from .auth import api_key_matches
 from .cluster import RedisFanoutManager
 from .emitter import InProcessEmitter, check_room, check_type, check_user_id
 from .envelope import BAD_REQUEST, TOO_LARGE, UNAUTHORIZED, UNAVAILABLE
+from .http_errors import error_response
 
 TARGETS = 'must be one of {"all": true}, {"user": id}, {"room": name}'
 
@@ -34,10 +35,6 @@ class BadField(Exception):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> web.Response:
-    return web.json_response({"code": status, "message": message, **extra}, status=status, headers=headers)
 
 
 def _field(check: Callable[[Any], Any], field: str, value: Any) -> Any:
@@ -73,7 +70,7 @@ async def publish(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     assert settings.api_key is not None  # the route is only added when a key is configured
     if not api_key_matches(request.headers, settings.api_key):
-        return _error(UNAUTHORIZED, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
+        return error_response(UNAUTHORIZED, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
     try:
         body = await _read_json(request, settings.max_message_bytes)
         if not isinstance(body, dict):
@@ -81,11 +78,11 @@ async def publish(request: web.Request) -> web.Response:
         send = _sender(request.app[EMITTER_KEY], body.get("target"))
         type_ = _field(check_type, "type", body.get("type"))
     except BadField as bad:
-        return _error(BAD_REQUEST, str(bad), field=bad.field)
+        return error_response(BAD_REQUEST, str(bad), field=bad.field)
     except web.HTTPRequestEntityTooLarge:
-        return _error(TOO_LARGE, f"body larger than {settings.max_message_bytes} bytes")
+        return error_response(TOO_LARGE, f"body larger than {settings.max_message_bytes} bytes")
     manager = request.app[SIO_KEY].manager
     if isinstance(manager, RedisFanoutManager) and not manager.linked:
         # accepting now would mean delivering on this node only: refuse, so the caller retries
-        return _error(UNAVAILABLE, "Redis is unreachable: message not accepted, retry later")
+        return error_response(UNAVAILABLE, "Redis is unreachable: message not accepted, retry later")
     return web.json_response({"id": await send(type_, body.get("content"))}, status=202)

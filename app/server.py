@@ -27,6 +27,7 @@ from .emitter import InProcessEmitter
 from .engine_ws import handle_engine_websocket
 from .fanout import FanoutManager, install_fast_websocket
 from .handlers import TRANSPORT_ENVIRON_KEY, ClientEvents, refuse
+from .http_errors import error_middleware
 from .operations import Operations
 from .plain_ws import handle_ws
 from .publish_api import publish
@@ -121,7 +122,7 @@ def create_app(settings: Settings) -> web.Application:
     async def disconnect(sid: str, reason: Any = None) -> None:
         await events.disconnected(sid, reason)
 
-    app = web.Application(client_max_size=settings.max_message_bytes)
+    app = web.Application(client_max_size=settings.max_message_bytes, middlewares=[error_middleware])
     app[SETTINGS_KEY] = settings
     app[SIO_KEY] = sio
     app[EVENTS_KEY] = events

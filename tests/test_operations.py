@@ -42,7 +42,7 @@ async def test_readyz_follows_redis(redis_server, gateway_factory):
     assert json.loads(await wait_status(f"{node.url}/readyz", 200)) == {"status": "ready"}
     redis_server.kill()
     body = json.loads(await wait_status(f"{node.url}/readyz", 503))
-    assert body["status"] == "unavailable" and "redis" in body["reason"]
+    assert body["error"]["code"] == 503 and "redis" in body["error"]["message"]
     assert (await get(f"{node.url}/healthz"))[0] == 200  # alive, just not ready
     redis_server.start()
     await wait_status(f"{node.url}/readyz", 200)

@@ -26,7 +26,8 @@ async def test_refused_before_upgrade_with_401_json(gateway, token, needle):
         assert info.value.status == 401
         async with session.get(url) as response:  # the same refusal as a plain request shows the body
             assert response.status == 401
-            assert needle in (await response.json())["error"]
+            body = await response.json()
+            assert body["error"]["code"] == 401 and needle in body["error"]["message"]
 
 
 async def test_bearer_header_accepted_and_welcome_sent(gateway, clients):

@@ -72,8 +72,8 @@ async def test_auth_and_validation_failures_deliver_nothing(gateway_factory, cli
     for name, body, options, status, field in cases:
         got, answer = await post(node.url, body, **options)
         assert got == status, (name, answer)
-        assert answer["code"] == status and answer["message"], name
-        assert answer.get("field") == field, (name, answer)
+        assert answer["error"]["code"] == status and answer["error"]["message"], name
+        assert answer["error"].get("field") == field, (name, answer)
     await nothing_else(people.everyone, "leak")
 
 
@@ -96,7 +96,7 @@ async def test_publish_is_refused_with_503_while_redis_is_down(redis_server, gat
     while (answer := await post(node.url, body))[0] != 503:  # the node notices the lost link
         assert time.monotonic() < deadline, answer
         await asyncio.sleep(0.1)
-    assert answer[1]["code"] == 503 and "Redis" in answer[1]["message"]
+    assert answer[1]["error"]["code"] == 503 and "Redis" in answer[1]["error"]["message"]
     redis_server.start()
     deadline = time.monotonic() + 15
     while (answer := await post(node.url, body))[0] != 202:  # accepted again once relinked

@@ -7,7 +7,7 @@
  */
 import { AuthError, RealtimeClient, ServerError, type ConnectionState, type Envelope } from '../../frontend-adapter/src/index.js';
 
-import { byTestId, clock, h, isRecord, preview, safeUrl, text } from './dom.js';
+import { byTestId, clock, errorMessage, h, isRecord, preview, safeUrl, text } from './dom.js';
 
 const TOKEN_KEY = 'realtime-gateway-console:token';
 const API_KEY_KEY = 'realtime-gateway-console:api-key';
@@ -122,7 +122,7 @@ async function mintDevToken(username: string): Promise<string> {
   const body: unknown = await response.json().catch(() => null);
   if (response.ok && isRecord(body) && typeof body['token'] === 'string') return body['token'];
   if (response.status === 404) throw new Error('demo tokens are off: this gateway has a configured JWT secret');
-  throw new Error(isRecord(body) && typeof body['message'] === 'string' ? body['message'] : `HTTP ${response.status}`);
+  throw new Error(errorMessage(body) ?? `HTTP ${response.status}`);
 }
 
 function connect(newToken: string): void {
@@ -563,7 +563,7 @@ async function sendAdmin(): Promise<void> {
     } else if (response.status === 404) {
       showAdminResult(false, 'The HTTP API is off: start the gateway with API_KEY (404).');
     } else {
-      const message = isRecord(answer) && typeof answer['message'] === 'string' ? answer['message'] : response.statusText;
+      const message = errorMessage(answer) ?? response.statusText;
       showAdminResult(false, `${response.status}: ${message}`);
     }
   } catch (error) {

@@ -77,3 +77,9 @@ export function text(value: unknown): string {
   if (value === null || value === undefined) return '';
   return typeof value === 'string' ? value : preview(value, 500);
 }
+
+/** The message of the gateway's HTTP error body `{"error": {"code", "message", "field"?}}`. */
+export function errorMessage(body: unknown): string | undefined {
+  const error = isRecord(body) ? body['error'] : undefined;
+  return isRecord(error) && typeof error['message'] === 'string' ? error['message'] : undefined;
+}
