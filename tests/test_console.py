@@ -14,20 +14,19 @@ import filecmp
 import json
 import os
 import queue
-import shutil
 import subprocess
 import sys
 import threading
 import time
 import zipfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import jwt
 import pytest
 from conftest import ROOT, SECRET, make_token
+from tooling import chromium, missing, tool
 
 CONSOLE_DIR = ROOT / "console"
 STATIC_DIR = ROOT / "app" / "static" / "console"
@@ -37,31 +36,11 @@ ASSETS = {"index.html", "console.js", "console.css"}
 BROWSER_TIMEOUT = 100  # below pytest's own timeout (120 s), for a clearer message
 
 
-def _required() -> bool:
-    return os.environ.get("REQUIRE_BROWSER") == "1"
-
-
-def _missing(message: str) -> None:
-    """Skip, or fail where the browser tests are mandatory (CI)."""
-    if _required():
-        pytest.fail(f"{message} (REQUIRE_BROWSER=1 makes this a failure)")
-    pytest.skip(message)
-
-
 def node_tools() -> str:
-    node = shutil.which("node")
-    if node is None:
-        _missing("Node.js 20+ is needed for the console's build and browser tests")
+    node = tool("node", "Node.js 20+ is needed for the console's build and browser tests")
     if not (CONSOLE_DIR / "node_modules" / "esbuild").is_dir():
-        _missing("the console's npm dependencies are missing: run `npm ci` in console/ (./scripts/test does)")
-    return str(node)
-
-
-def chromium() -> str:
-    found = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not found or not Path(found).exists():
-        _missing("headless Chromium is not installed: `apt-get install chromium` runs the console browser tests")
-    return str(found)
+        missing("the console's npm dependencies are missing: run `npm ci` in console/ (./scripts/test does)")
+    return node
 
 
 def run_scenario(name: str, on_request: Callable[[str], str] | None = None, **config: Any) -> None:

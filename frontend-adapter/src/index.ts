@@ -1,9 +1,9 @@
 /**
- * frontend-adapter: the TypeScript client of realtime-gateway.
+ * @realtime-gateway/client: the TypeScript client of realtime-gateway.
  *
  * - {@link RealtimeClient}: Socket.IO client with reconnect, room re-join and an offline queue.
  * - {@link GatewayWebSocket}: the same, behind the browser WebSocket interface.
- * - `useRealtimeStore` lives in `frontend-adapter/pinia` (needs vue and pinia).
+ * - `useRealtimeStore` lives in `@realtime-gateway/client/pinia` (needs vue and pinia).
  */
 export {
   RealtimeClient,

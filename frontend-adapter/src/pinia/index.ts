@@ -3,7 +3,7 @@
  * `connect(token)`, `send(message)`, `disconnect()`) backed by RealtimeClient, plus the state
  * every screen ends up deriving by hand: joined rooms, online users, notifications.
  *
- * A separate entry point (`frontend-adapter/pinia`) so that only applications using the store
+ * A separate entry point (`@realtime-gateway/client/pinia`) so that only applications using the store
  * need vue and pinia installed.
  *
  * The seed-compatible actions `connect` and `send` never reject (the seed's callers ignore
