@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark realtime-gateway against Node socket.io 4.8 and vanilla python-socketio, side by side.
 
-    /work/venv/bin/python bench/run.py              # full run (see docs/benchmarks.md)
-    /work/venv/bin/python bench/run.py --smoke      # tiny sizes, one run, < 60 s
+    .venv/bin/python bench/run.py          # full run (see docs/benchmarks.md)
+    .venv/bin/python bench/run.py --smoke  # tiny sizes, one run, < 60 s
 
 Each server runs pinned to core 0, the Node load generator (bench/loadgen) to core 1. For every
 run, every server is started fresh and every scenario is run against it; servers take turns so
