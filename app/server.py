@@ -28,6 +28,8 @@ from .engine_ws import handle_engine_websocket
 from .fanout import FanoutManager, install_fast_websocket
 from .handlers import TRANSPORT_ENVIRON_KEY, ClientEvents, refuse
 from .http_errors import error_middleware
+from .openapi import PATH as OPENAPI_PATH
+from .openapi import openapi_document
 from .operations import Operations
 from .plain_ws import handle_ws
 from .publish_api import publish
@@ -134,6 +136,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_route("OPTIONS", "/socket.io/", sio.handle_request)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/ws", handle_ws)
+    app.router.add_get(OPENAPI_PATH, openapi_document)
     if settings.api_key:
         app.router.add_post("/api/publish", publish)
     install_console(app, settings)  # GET /console, and POST /console/dev-token in dev mode
