@@ -33,6 +33,7 @@ SUPPORTED_ALGORITHMS = {
     "PS512",
     "EdDSA",
 }
+PRESENCE_ANNOUNCE_MODES = ("all", "watchers")
 REDIS_SCHEMES = {"redis", "rediss", "unix", "redis+sentinel", "valkey", "valkeys"}
 
 
@@ -62,6 +63,7 @@ class Settings:
     api_key: str | None = None
     legacy_channels: bool = True
     presence_ttl: float = 30.0
+    presence_announce: str = "all"
     ws_compression: bool = False
     send_buffer_limit: int = 1 << 20
     transports: list[str] = field(default_factory=lambda: ["polling", "websocket"])
@@ -116,6 +118,8 @@ class Settings:
             raise ConfigError("--rate-limit must be > 0 and --rate-burst at least 1")
         if self.presence_ttl < 3:
             raise ConfigError("--presence-ttl must be at least 3 seconds")
+        if self.presence_announce not in PRESENCE_ANNOUNCE_MODES:
+            raise ConfigError("--presence-announce must be 'all' or 'watchers'")
         if self.send_buffer_limit < 64 * 1024:
             raise ConfigError("--max-send-buffer must be at least 65536 bytes")
         if self.workers < 1:
@@ -213,6 +217,13 @@ OPTIONS = (
     Option("--legacy-channels", "LEGACY_CHANNELS", "legacy_channels", _flag, "bridge the websocket:* Redis channels"),
     Option(
         "--presence-ttl", "PRESENCE_TTL", "presence_ttl", float, "seconds until a dead node's users count as offline"
+    ),
+    Option(
+        "--presence-announce",
+        "PRESENCE_ANNOUNCE",
+        "presence_announce",
+        str.lower,
+        "who receives user_status: all (every connection; N users cost N^2/2 deliveries) or watchers",
     ),
     Option(
         "--ws-compression",

@@ -52,11 +52,13 @@ class Operations:
         else:
             store = MemoryPresenceStore()
             revocations = MemoryRevocations()
-        self.presence = Presence(events, store, settings.presence_ttl)
+        self.presence = Presence(events, store, settings.presence_ttl, settings.presence_announce)
         self.guard = TokenGuard(events, revocations, clustered=self.redis is not None)
         self.api = OperationsAPI(settings, events, self.presence, self.guard, self.redis, self.node_id)
         events.listeners += [self.presence, self.guard]
         events.handlers["presence"] = self.presence.query
+        events.handlers["watch_presence"] = self.presence.watch
+        events.handlers["unwatch_presence"] = self.presence.unwatch
 
     async def admit(self, identity: Identity) -> None:
         """Raise AuthError when a verified identity must still be refused (revoked token).

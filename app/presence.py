@@ -4,7 +4,8 @@ A user is online while they have at least one connection on any node. :class:`Pr
 connection listener) counts this node's connections per user and writes those counts to a store.
 The store is the only place that sees every node, so it is the one that decides a transition:
 it reports the users whose cluster-wide count went from 0 to more (``online``) or back to 0
-(``offline``), and only those are announced as ``user_status`` envelopes to everyone. A second
+(``offline``), and only those are announced as ``user_status`` envelopes: to everyone, or only to
+the connections watching that user (:mod:`realtime_gateway.presence_watch`). A second
 device, or a device that connects to node 2 before leaving node 1, therefore changes a count
 without announcing anything.
 
@@ -26,11 +27,12 @@ from typing import Any, Protocol
 
 from .envelope import BAD_REQUEST, UNAVAILABLE, ProtocolError, make_envelope
 from .handlers import ClientEvents, Connection
+from .presence_watch import PresenceWatches, parse_user_ids
 
 log = logging.getLogger(__name__)
 
-MAX_QUERY_IDS = 1000
-"""Largest list of user ids one ``presence`` request may ask about."""
+CROWD_WARNING = 2000
+"""Online users on this node past which ``--presence-announce all`` is worth a warning."""
 RETRY_DELAY = 1.0
 """Seconds before a failed store write is retried (as a full rewrite)."""
 OPEN_WAIT = 5.0
@@ -138,9 +140,11 @@ class Presence:
     Register it in ``ClientEvents.listeners``; it also answers the ``presence`` client event.
     """
 
-    def __init__(self, events: ClientEvents, store: PresenceStore, ttl: float) -> None:
+    def __init__(self, events: ClientEvents, store: PresenceStore, ttl: float, announce: str = "all") -> None:
         self.events = events
         self.store = store
+        self.watches = PresenceWatches(events.sio, announce)
+        self._warned_crowd = False
         self.started_at = time.monotonic()
         self._heartbeat_interval = ttl / 5
         self._counts: dict[str, int] = {}
@@ -206,18 +210,44 @@ class Presence:
             self._counts[user_id] = remaining
         else:
             self._counts.pop(user_id, None)
+        self.watches.forget(connection.sid)
         self._mark(user_id)
 
     # -- queries ----------------------------------------------------------------------------
 
     async def query(self, connection: Connection, content: Any) -> dict[str, Any]:
-        """Client event ``presence``: content is a list of user ids; answers which are online
-        (in the ack, and as a ``presence`` envelope for clients that did not ask for one)."""
-        if not isinstance(content, list) or not all(isinstance(u, (str, int)) for u in content):
-            raise ProtocolError(BAD_REQUEST, "presence: content must be a list of user ids")
-        if len(content) > MAX_QUERY_IDS:
-            raise ProtocolError(BAD_REQUEST, f"presence: at most {MAX_QUERY_IDS} user ids per request")
-        user_ids = [str(u) for u in content]
+        """Client event ``presence``: which of a list of user ids are online (in the ack, and as a
+        ``presence`` envelope for clients that did not ask for one). Content: the list, or
+        ``{"users": [...], "watch": true}`` to also receive their ``user_status`` from now on."""
+        watch = False
+        if isinstance(content, dict):
+            watch = content.get("watch", False)
+            if not isinstance(watch, bool):
+                raise ProtocolError(BAD_REQUEST, "presence: watch must be true or false")
+            content = content.get("users")
+        user_ids = parse_user_ids(content, "presence")
+        assert user_ids is not None
+        if watch:
+            await self.watches.watch(connection, user_ids)
+        return await self._answer(connection, user_ids)
+
+    async def watch(self, connection: Connection, content: Any) -> dict[str, Any]:
+        """Client event ``watch_presence``: a list of user ids (answered like ``presence``), or
+        ``"*"`` for every user's transitions."""
+        user_ids = parse_user_ids(content, "watch_presence", allow_everyone=True)
+        await self.watches.watch(connection, user_ids)
+        if user_ids is None:
+            return {"ok": True, "watching": "*"}
+        return await self._answer(connection, user_ids)
+
+    async def unwatch(self, connection: Connection, content: Any) -> dict[str, Any]:
+        """Client event ``unwatch_presence``: a list of user ids, or ``"*"``."""
+        await self.watches.unwatch(connection, parse_user_ids(content, "unwatch_presence", allow_everyone=True))
+        return {"ok": True}
+
+    async def _answer(self, connection: Connection, user_ids: list[str]) -> dict[str, Any]:
+        # read after a watch started, so a transition in between is not missed (at worst it
+        # arrives as a user_status after this answer, which already shows it)
         try:
             online = await self.store.online(user_ids)
         except Exception as exc:
@@ -311,13 +341,24 @@ class Presence:
             log.info("presence store reachable again")
 
     async def _announce(self, users: list[User], status: str) -> None:
+        if users and self.watches.announce == "all":
+            self._warn_if_crowded()
         for user_id, name in users:
             log.info("user %s %s", user_id, status, extra={"event": "presence", "user_id": user_id, "status": status})
             envelope = make_envelope("user_status", {"user_id": user_id, "user_name": name, "status": status})
             try:
-                await self.events.emit(envelope)
+                await self.events.emit(envelope, to=self.watches.targets(user_id))
             except Exception:
                 log.warning("could not announce %s %s", user_id, status, exc_info=True)
+
+    def _warn_if_crowded(self) -> None:
+        if not self._warned_crowd and len(self._counts) > CROWD_WARNING:
+            self._warned_crowd = True
+            log.warning(
+                "%d users online on this node with --presence-announce all: each transition goes to "
+                "every connection (N users connecting cost N^2/2 deliveries); consider watchers",
+                len(self._counts),
+            )
 
 
 def _resolve(future: asyncio.Future[bool] | None, written: bool) -> None:

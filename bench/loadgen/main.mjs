@@ -7,6 +7,7 @@
 // Scenarios: fanout (also mixed with --ws-share, and cluster with several --url), connect, ping.
 // --pids names the server processes whose CPU share and memory are read from /proc.
 // --users K spreads the connections over K user ids (default 0: one user per connection).
+// --watch K: every connection watches K other users' presence (watch_presence).
 import { parseArgs } from 'node:util';
 import { SCENARIOS } from './scenarios.mjs';
 
@@ -19,6 +20,7 @@ const { values: a } = parseArgs({
     client: { type: 'string', default: 'minimal' },
     clients: { type: 'string', default: '100' },
     users: { type: 'string', default: '0' },
+    watch: { type: 'string', default: '0' },
     messages: { type: 'string', default: '100' },
     warmup: { type: 'string', default: '5' },
     window: { type: 'string', default: '16' },
@@ -45,6 +47,7 @@ const opts = {
   client: a.client,
   clients: int('clients'),
   users: int('users'),
+  watch: int('watch'),
   messages: int('messages'),
   warmup: int('warmup'),
   window: int('window'),

@@ -16,6 +16,14 @@ function tokenFor(i, o) {
   return signJwt({ user_id: `u${user}`, username: `user ${user}`, exp }, o.secret);
 }
 
+// --watch K: connection i watches the presence of the K users after its own (as a contact list
+// would), so each user's first connection is announced to K watchers instead of to everyone.
+function watchList(i, o) {
+  const users = o.users > 0 ? o.users : o.clients;
+  const own = o.users > 0 ? i % o.users : i;
+  return Array.from({ length: Math.min(o.watch, users - 1) }, (_, k) => `u${(own + k + 1) % users}`);
+}
+
 // Opens `count` connections, at most `concurrency` handshakes in flight. makeClient(i) returns
 // {Client, url, hooks}. Resolves to {clients, latencies (µs), failed, firstError}.
 async function openMany(count, concurrency, opts, makeClient) {
@@ -32,6 +40,7 @@ async function openMany(count, concurrency, opts, makeClient) {
       try {
         clients[i] = await Client.open(url, tokenFor(i, opts), hooks, opts);
         latencies.push(nowMicros() - t0);
+        if (opts.watch > 0) clients[i].emit('watch_presence', watchList(i, opts));
       } catch (err) {
         failed++;
         firstError ??= err.message;

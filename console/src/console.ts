@@ -220,6 +220,9 @@ async function refreshOnline(): Promise<void> {
   const current = client;
   statusBuffer = [];
   try {
+    // a node started with --presence-announce watchers only tells connections that watch; asked
+    // before the list is fetched, so no change falls between the list and the live updates
+    await current?.request('watch_presence', '*');
     const response = await fetch(gatewayUrl('ws/online-users'), {
       headers: { Authorization: `Bearer ${token}` },
       cache: 'no-store',
