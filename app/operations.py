@@ -21,6 +21,7 @@ from .config import Settings
 from .expiry import MemoryRevocations, RedisRevocations, RevocationStore, TokenGuard
 from .handlers import ClientEvents
 from .http_api import OperationsAPI
+from .ops_api import OperatorAPI
 from .presence import MemoryPresenceStore, Presence, PresenceStore
 from .presence_redis import RedisPresenceStore
 
@@ -55,6 +56,7 @@ class Operations:
         self.presence = Presence(events, store, settings.presence_ttl, settings.presence_announce)
         self.guard = TokenGuard(events, revocations, clustered=self.redis is not None)
         self.api = OperationsAPI(settings, events, self.presence, self.guard, self.redis, self.node_id)
+        self.operator = OperatorAPI(settings, events, self.presence, self.redis, self.node_id)
         events.listeners += [self.presence, self.guard]
         events.handlers["presence"] = self.presence.query
         events.handlers["watch_presence"] = self.presence.watch
@@ -69,14 +71,17 @@ class Operations:
 
     def install(self, app: web.Application) -> None:
         app.router.add_routes(self.api.routes())
+        app.router.add_routes(self.operator.routes())
         app.on_startup.append(self._start)
         app.on_shutdown.append(self._stop)
 
     async def _start(self, app: web.Application) -> None:
         await self.presence.start()
         await self.guard.start()
+        await self.operator.queries.start()
 
     async def _stop(self, app: web.Application) -> None:
+        await self.operator.queries.stop()
         await self.guard.stop()
         await self.presence.stop(PRESENCE_STOP_TIMEOUT)
         if self.redis is not None:

@@ -1,0 +1,133 @@
+"""The operator API (``/api/ops/*``) on real two-node clusters: what each node knows, gathered
+over Redis, with a node that does not answer, with Redis gone, and its access rules."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+from conftest import make_token, uid
+
+KEY = "ops-api-test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+async def get(url: str, status: int = 200, headers: dict[str, str] | None = None) -> Any:
+    async with aiohttp.ClientSession() as http, http.get(url, headers=AUTH if headers is None else headers) as answer:
+        body = await answer.json()
+        assert answer.status == status, body
+        return body
+
+
+@pytest.fixture
+def ops_cluster(redis_server, gateway_factory):
+    env = {"REDIS_URL": redis_server.url, "API_KEY": KEY}
+    return [gateway_factory(env=env), gateway_factory(env=env)]
+
+
+async def test_nodes_rooms_and_users_are_gathered_from_every_node(ops_cluster, clients):
+    one, two = ops_cluster
+    alice, bob, room, side = uid("alice"), uid("bob"), uid("room"), uid("side")
+    first = await clients.sio(one.url, make_token(alice, "Alice"))
+    await first.call("join_room", room)
+    second = await clients.ws(two.ws_url, make_token(alice, "Alice"))
+    for frame in ({"type": "join_room", "content": room, "id": 1}, {"type": "join_room", "content": side, "id": 2}):
+        await second.send(frame)
+        await second.inbox.next("ack")
+    third = await clients.sio(two.url, make_token(bob, "Bob"), transports=["polling"])
+    await third.call("join_room", room)
+
+    nodes = await get(f"{one.url}/api/ops/nodes")
+    assert (nodes["scope"], nodes["expected"], nodes["missing"]) == ("cluster", 2, 0)
+    by_clients = sorted(nodes["nodes"], key=lambda n: n["clients"])
+    assert [n["clients"] for n in by_clients] == [1, 2]
+    assert by_clients[0]["transports"] == {"socket.io": 1}
+    assert by_clients[1]["transports"] == {"socket.io": 1, "websocket": 1}
+    assert by_clients[1]["rooms"] == 2 and by_clients[1]["online_users"] == 2
+    assert nodes["node"] == by_clients[0]["id"], "the node asked is the one alice's first connection is on"
+    assert all(n["time"] == pytest.approx(time.time(), abs=30) and n["uptime"] >= 0 for n in nodes["nodes"])
+
+    # the message counters move with traffic, on the node that handled it
+    before = {n["id"]: n["messages_received"] for n in nodes["nodes"]}
+    for n in range(5):
+        await first.call("room_message", {"room": room, "text": f"m{n}"})
+    after = {n["id"]: n["messages_received"] for n in (await get(f"{two.url}/api/ops/nodes"))["nodes"]}
+    assert after[nodes["node"]] - before[nodes["node"]] == 5
+
+    rooms = await get(f"{two.url}/api/ops/rooms?prefix={room[:5]}")
+    listed = {r["room"]: r for r in rooms["rooms"]}
+    assert listed[room] == {"room": room, "members": 3, "nodes": 2}
+    assert side not in listed, "filtered by prefix"
+    limited = await get(f"{two.url}/api/ops/rooms?limit=1")
+    assert [r["room"] for r in limited["rooms"]] == [room] and limited["truncated"] is True
+
+    user = await get(f"{two.url}/api/ops/users/{alice}")
+    assert (user["user_id"], user["user_name"], user["online"]) == (alice, "Alice", True)
+    connections = user["connections"]
+    assert [c["transport"] for c in connections] == ["socket.io", "websocket"], "oldest first"
+    assert [c["engineio"] for c in connections] == ["websocket", None]
+    assert {c["node"] for c in connections} == {n["id"] for n in nodes["nodes"]}
+    assert connections[0]["rooms"] == [room] and connections[1]["rooms"] == sorted([room, side])
+    assert connections[0]["since"] <= connections[1]["since"]
+    bob_user = await get(f"{one.url}/api/ops/users/{bob}")
+    assert [c["engineio"] for c in bob_user["connections"]] == ["polling"]
+    nobody = await get(f"{one.url}/api/ops/users/{uid('nobody')}")
+    assert (nobody["online"], nobody["connections"], nobody["user_name"]) == (False, [], None)
+
+
+async def test_a_node_that_does_not_answer_is_reported_missing(ops_cluster):
+    one, two = ops_cluster
+    two.signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        nodes = await get(f"{one.url}/api/ops/nodes")
+        waited = time.monotonic() - started
+    finally:
+        two.signal(signal.SIGCONT)
+    assert (nodes["expected"], nodes["missing"]) == (2, 1)
+    assert [n["id"] for n in nodes["nodes"]] == [nodes["node"]]
+    assert waited < 5, f"bounded by the query timeout, waited {waited:.1f} s"
+    # thawed, it answers again
+    assert (await get(f"{one.url}/api/ops/nodes"))["missing"] == 0
+
+
+async def test_without_redis_a_node_answers_for_itself_and_says_why(ops_cluster, redis_server, clients):
+    one, _ = ops_cluster
+    await clients.sio(one.url, make_token(uid("carol")))
+    redis_server.kill()
+    nodes = await get(f"{one.url}/api/ops/nodes")
+    assert nodes["scope"] == "node" and "cluster unavailable" in nodes["error"]
+    assert [n["clients"] for n in nodes["nodes"]] == [1]
+
+
+async def test_single_node_answers_without_redis_queries(gateway_factory, clients):
+    node = gateway_factory(env={"API_KEY": KEY})
+    carol = uid("carol")
+    await clients.sio(node.url, make_token(carol))
+    nodes = await get(f"{node.url}/api/ops/nodes")
+    assert (nodes["scope"], nodes["expected"], nodes["missing"], len(nodes["nodes"])) == ("node", 1, 0, 1)
+    assert (await get(f"{node.url}/api/ops/users/{carol}"))["online"] is True
+
+
+async def test_operator_api_needs_the_api_key(gateway_factory):
+    keyed = gateway_factory(env={"API_KEY": KEY})
+    keyless = gateway_factory()
+    for path in ("/api/ops/nodes", "/api/ops/rooms", "/api/ops/users/alice"):
+        refused = await get(keyed.url + path, 401, headers={})
+        assert refused["error"]["code"] == 401
+        await get(keyed.url + path, 401, headers={"Authorization": "Bearer not-the-key"})
+        disabled = await get(keyless.url + path, 403, headers=AUTH)
+        assert "API_KEY" in disabled["error"]["message"]
+    for query, field in (("limit=0", "limit"), ("limit=x", "limit"), (f"prefix={'p' * 129}", "prefix")):
+        bad = await get(f"{keyed.url}/api/ops/rooms?{query}", 400)
+        assert bad["error"]["field"] == field
+
+
+async def test_questions_from_many_operators_at_once_all_get_every_node(ops_cluster):
+    one, two = ops_cluster
+    answers = await asyncio.gather(*(get(f"{(one, two)[n % 2].url}/api/ops/nodes") for n in range(20)))
+    assert all((a["expected"], a["missing"], len(a["nodes"])) == (2, 0, 2) for a in answers)
