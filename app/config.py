@@ -68,6 +68,9 @@ class Settings:
     send_buffer_limit: int = 1 << 20
     transports: list[str] = field(default_factory=lambda: ["polling", "websocket"])
     workers: int = 1
+    recovery_window: float = 120.0
+    history_size: int = 100
+    history_ttl: float = 86400.0
     dev_secret: bool = False
     """True when no secret was configured and a random one was generated for this process."""
 
@@ -131,6 +134,12 @@ class Settings:
             raise ConfigError(
                 "--workers N > 1 needs --redis-url/REDIS_URL: the worker processes share rooms through Redis"
             )
+        if self.recovery_window < 0:
+            raise ConfigError("--recovery-window must be >= 0 (0 turns connection-state recovery off)")
+        if not 0 <= self.history_size <= 10_000:
+            raise ConfigError("--history-size must be from 0 (off) to 10000 messages per room")
+        if self.history_ttl <= 0:
+            raise ConfigError("--history-ttl must be > 0 seconds")
         if self.log_format not in ("text", "json"):
             raise ConfigError("--log-format must be 'text' or 'json'")
 
@@ -246,6 +255,15 @@ OPTIONS = (
         int,
         "processes sharing the port (SO_REUSEPORT, joined through Redis; WebSocket transport only)",
     ),
+    Option(
+        "--recovery-window",
+        "RECOVERY_WINDOW",
+        "recovery_window",
+        float,
+        "seconds a dropped connection can resume with its rooms and missed messages; 0: off",
+    ),
+    Option("--history-size", "HISTORY_SIZE", "history_size", int, "messages kept per room for history; 0: off"),
+    Option("--history-ttl", "HISTORY_TTL", "history_ttl", float, "seconds a message stays in room history"),
     Option("--log-level", "LOG_LEVEL", "log_level", str.upper, "DEBUG, INFO, WARNING or ERROR"),
     Option("--log-format", "LOG_FORMAT", "log_format", str, "text, or json (one object per line)"),
 )

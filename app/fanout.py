@@ -39,7 +39,9 @@ from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
 from .envelope import event_as_envelope_text
-from .jsoncodec import dumps
+from .history import History
+from .jsoncodec import dumps, loads
+from .recovery import Entry, Journal, tagged_envelope, tagged_packet
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +200,13 @@ class FanoutManager(socketio.AsyncManager):
     """python-socketio's in-memory manager with the encode-once, no-task-per-recipient emit.
 
     Emits with an ack callback (never used by the gateway for groups) and binary payloads take
-    the inherited path.
+    the inherited path. With a :class:`~realtime_gateway.recovery.Journal` attached, every message
+    but a direct reply to one connection gets its offset (the last argument of the event, the
+    ``offset`` field of the envelope) and is kept for recovery and, for rooms, in ``history``.
     """
+
+    journal: Journal | None = None
+    history: History | None = None
 
     async def emit(  # type: ignore[override]
         self,
@@ -221,9 +228,21 @@ class FanoutManager(socketio.AsyncManager):
         try:
             # what Packet(EVENT, data).encode() gives in "/" without an ack id, minus its
             # recursive scan for binary data: bytes make the encoder raise instead
-            encoded = "2" + dumps([event, *args])
+            body = dumps([event, *args])
         except TypeError:  # binary attachments: several Engine.IO packets, the inherited way
             return await super().emit(event, data, namespace, room=room, skip_sid=skip_sid)
+        encoded = "2" + body
+        offset: str | None = None
+        journal = self.journal
+        # direct replies to one connection (welcome, pong, error) are not part of the stream
+        if journal is not None and not (isinstance(room, str) and room in self.rooms[namespace][None]):
+            offset = journal.record(room, skip_sid, body)
+            if self.history is not None and isinstance(room, str) and len(args) == 1 and isinstance(args[0], dict):
+                self.history.add(room, offset, args[0])
+            if journal.tag_frames:
+                encoded = tagged_packet(body, offset)
+            else:
+                offset = None
         skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
         # clients whose connect handler is still running have not been told they are connected:
         # an event now would arrive before the CONNECT answer (python-socketio sends it anyway)
@@ -243,7 +262,8 @@ class FanoutManager(socketio.AsyncManager):
                 slow.append(sock)
             elif getattr(sock, "renders_envelopes", False):
                 if plain_frame is None:
-                    plain_frame = text_frame(plain_text(event, args, encoded, namespace).encode())
+                    text = plain_text(event, args, "2" + body, namespace)
+                    plain_frame = text_frame((text if offset is None else tagged_envelope(text, offset)).encode())
                 writer.push(plain_frame)
             elif not sock.upgraded or sock.queue.qsize():
                 # mid-upgrade (the client has not switched yet), or earlier packets still queued
@@ -255,6 +275,26 @@ class FanoutManager(socketio.AsyncManager):
         if slow:
             pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
             await asyncio.gather(*(sock.send(pkt) for sock in slow), return_exceptions=True)
+
+    async def replay(self, sid: str, entries: list[Entry]) -> None:
+        """Deliver journal entries to one connection, in order, as :meth:`emit` delivered them to
+        the others (not the hot path: each entry is decoded again)."""
+        eio_sid = self.eio_sid_from_sid(sid, "/")
+        sock = self.server.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        if sock is None:
+            return
+        writer = getattr(sock, "frame_writer", None)
+        for entry in entries:
+            if getattr(sock, "renders_envelopes", False):
+                event, *args = loads(entry.body)
+                text = plain_text(event, args, "2" + entry.body, "/")
+                writer.push(text_frame(tagged_envelope(text, entry.offset).encode()))
+                continue
+            encoded = tagged_packet(entry.body, entry.offset)
+            if writer is not None and sock.upgraded and not sock.queue.qsize():
+                writer.push(text_frame(("4" + encoded).encode()))
+            else:  # python-engineio's queue: put without waiting, so the order holds
+                await sock.send(eio_packet.Packet(eio_packet.MESSAGE, encoded))
 
 
 def plain_text(event: str, args: list[Any], encoded: str, namespace: str) -> str:

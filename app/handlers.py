@@ -27,7 +27,9 @@ from .config import Settings
 from .envelope import (
     BAD_REQUEST,
     FORBIDDEN,
+    NOT_FOUND,
     TOO_MANY,
+    USER_ROOM_PREFIX,
     ProtocolError,
     error_envelope,
     make_envelope,
@@ -36,14 +38,21 @@ from .envelope import (
     require_user_id,
     validate_room_name,
 )
+from .history import check_member, history_request
 from .metrics import ERRORS, EVENT_LATENCY, MESSAGES_RECEIVED, MESSAGES_SENT, labelled
 from .ratelimit import TokenBucket
+from .recovery import Resumption, Session
 
 log = logging.getLogger(__name__)
 
 IDENTITY_ENVIRON_KEY = "gateway.identity"
 """Set by transports that authenticate before the Socket.IO connect (the plain-WS adapter)."""
 TRANSPORT_ENVIRON_KEY = "gateway.transport"
+PLAIN_TRANSPORT = "websocket"
+"""The transport name of ``/ws`` connections (Socket.IO ones are ``socket.io``)."""
+RESUME_ENVIRON_KEY = "gateway.resume"
+"""``{"pid", "offset"}`` from a plain-WS reconnect (``?session=&offset=``); Socket.IO clients put
+the same keys in their CONNECT ``auth``."""
 
 
 @dataclass(eq=False, slots=True)
@@ -56,6 +65,9 @@ class Connection:
     bucket: TokenBucket
     rooms: set[str] = field(default_factory=set)
     connected_at: float = field(default_factory=time.time)
+    session: Session | None = None
+    resumed: Resumption | None = None
+    """Set until :meth:`ClientEvents.connected` has restored the session it recovered."""
 
 
 class ConnectionListener(Protocol):
@@ -88,7 +100,12 @@ class ClientEvents:
             "user_message": self.user_message,
             "chat": self.user_message,
             "ping": self.ping,
+            "history": self.history,
         }
+        manager = sio.manager
+        self.journal = getattr(manager, "journal", None)
+        self.history_store = getattr(manager, "history", None)
+        self.resumable = self.journal is not None and settings.recovery_window > 0
 
     # -- connection lifecycle -------------------------------------------------------------
 
@@ -100,7 +117,9 @@ class ClientEvents:
         token = token_from_request(auth, environ.get("QUERY_STRING", ""), environ)
         return self.verifier.verify(token)
 
-    def register(self, sid: str, identity: Identity, transport: str) -> Connection:
+    async def register(self, sid: str, identity: Identity, transport: str, resume: Any = None) -> Connection:
+        """Track an authenticated connection and give it a session: the one named in ``resume``
+        (``{"pid", "offset"}``) when it can be recovered exactly, else a new one."""
         connection = Connection(
             sid=sid,
             identity=identity,
@@ -108,6 +127,18 @@ class ClientEvents:
             bucket=TokenBucket(self.settings.rate_limit, self.settings.rate_burst),
         )
         self.connections[sid] = connection
+        if self.resumable:
+            assert self.journal is not None
+            resumed = None
+            if isinstance(resume, dict) and resume.get("pid") is not None:
+                resumed = self.journal.claim(resume.get("pid"), identity.user_id, resume.get("offset"), sid)
+            if resumed is None:
+                connection.session = self.journal.open(identity.user_id, sid)
+            else:
+                connection.session, connection.resumed = resumed.session, resumed
+                if resumed.previous_sid in self.connections:
+                    # the old connection is dead but not yet noticed: it must not take more messages
+                    await self.sio.disconnect(resumed.previous_sid)
         return connection
 
     async def connected(self, sid: str) -> None:
@@ -116,30 +147,57 @@ class ClientEvents:
         if connection is None:
             return
         identity = connection.identity
-        await self.sio.enter_room(sid, identity.user_room)
-        await self.send(
-            sid,
-            make_envelope(
-                "welcome",
-                {
-                    "sid": sid,
-                    "user_id": identity.user_id,
-                    "username": identity.username,
-                    "server_time": time.time(),
-                    "transport": connection.transport,
-                    # which process serves this connection: useful behind a load balancer
-                    "node": f"{socket.gethostname()}:{os.getpid()}",
-                },
-            ),
-        )
+        resumed, connection.resumed = connection.resumed, None
+        if resumed is None:
+            await self.sio.enter_room(sid, identity.user_room)
+            self._track(connection, identity.user_room, joined=True)
+        welcome: dict[str, Any] = {
+            "sid": sid,
+            "user_id": identity.user_id,
+            "username": identity.username,
+            "server_time": time.time(),
+            "transport": connection.transport,
+            # which process serves this connection: useful behind a load balancer
+            "node": f"{socket.gethostname()}:{os.getpid()}",
+        }
+        if connection.session is not None:
+            welcome["session"] = connection.session.pid
+            welcome["recovered"] = resumed is not None
+        await self.send(sid, make_envelope("welcome", welcome))
+        if resumed is not None:
+            await self._restore(connection, resumed)
         log.info("connected sid=%s user=%s transport=%s", sid, identity.user_id, connection.transport)
         for listener in self.listeners:
             await listener.connection_opened(connection)
+
+    async def _restore(self, connection: Connection, resumed: Resumption) -> None:
+        """Rooms back and the missed messages replayed, with no suspension in between: nothing
+        emitted meanwhile can reach the connection out of order or be missed."""
+        assert self.journal is not None
+        manager = self.sio.manager
+        for room in resumed.session.rooms:
+            manager.basic_enter_room(connection.sid, "/", room)
+            if not room.startswith(USER_ROOM_PREFIX):
+                connection.rooms.add(room)
+        missed = self.journal.missed(resumed)
+        await manager.replay(connection.sid, missed)
+        log.info(
+            "recovered sid=%s user=%s: %d missed message(s)", connection.sid, connection.identity.user_id, len(missed)
+        )
+
+    def _track(self, connection: Connection, room: str, joined: bool) -> None:
+        """Keep the session's rooms in step with the connection's, for a later recovery."""
+        if connection.session is not None:
+            assert self.journal is not None
+            change = self.journal.joined if joined else self.journal.left
+            change(connection.session, connection.sid, room)
 
     async def disconnected(self, sid: str, reason: Any = None) -> None:
         connection = self.connections.pop(sid, None)
         if connection is None:
             return
+        if connection.session is not None:
+            self.journal.closed(connection.session, sid)  # type: ignore[union-attr]
         log.info("disconnected sid=%s user=%s reason=%s", sid, connection.identity.user_id, reason)
         for listener in self.listeners:
             await listener.connection_closed(connection)
@@ -200,6 +258,7 @@ class ClientEvents:
                 )
             await self.sio.enter_room(connection.sid, room)
             connection.rooms.add(room)
+            self._track(connection, room, joined=True)
         return {"ok": True, "room": room}
 
     async def leave_room(self, connection: Connection, content: Any) -> dict[str, Any]:
@@ -207,6 +266,7 @@ class ClientEvents:
         if room in connection.rooms:
             await self.sio.leave_room(connection.sid, room)
             connection.rooms.discard(room)
+            self._track(connection, room, joined=False)
         return {"ok": True, "room": room}
 
     async def room_message(self, connection: Connection, content: Any) -> dict[str, Any]:
@@ -240,6 +300,19 @@ class ClientEvents:
         )
         await self.emit(envelope, to=user_room(to))
         return {"ok": True, "message_id": envelope["id"]}
+
+    async def history(self, connection: Connection, content: Any) -> dict[str, Any]:
+        """A room's last messages, oldest first, each with its offset (members only)."""
+        room, limit, before = history_request(content)
+        check_member(room, connection.rooms, connection.identity.user_id)
+        if self.history_store is None:
+            raise ProtocolError(NOT_FOUND, "history is off on this gateway (--history-size 0)")
+        messages = await self.history_store.read(room, limit, before)
+        if connection.transport == PLAIN_TRANSPORT:
+            # a plain client has no ack payload to read: the messages come as one envelope
+            await self.send(connection.sid, make_envelope("history", {"room": room, "messages": messages}))
+            return {"ok": True, "room": room, "count": len(messages)}
+        return {"ok": True, "room": room, "messages": messages}
 
     async def ping(self, connection: Connection, content: Any) -> dict[str, Any]:
         await self.send(connection.sid, make_envelope("pong", {"server_time": time.time()}))

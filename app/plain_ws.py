@@ -31,14 +31,13 @@ from .envelope import (
     make_envelope,
 )
 from .fanout import plain_text, text_frame
-from .handlers import IDENTITY_ENVIRON_KEY, TRANSPORT_ENVIRON_KEY, ClientEvents
+from .handlers import IDENTITY_ENVIRON_KEY, PLAIN_TRANSPORT, RESUME_ENVIRON_KEY, TRANSPORT_ENVIRON_KEY, ClientEvents
 from .http_errors import error_response
 from .jsoncodec import loads
+from .recovery import tagged_envelope
 from .ws_session import SessionSocket, minimal_environ
 
 log = logging.getLogger(__name__)
-
-TRANSPORT = "websocket"
 
 
 WS_PING = text_frame(b"", opcode=0x9)
@@ -71,7 +70,12 @@ class PlainSocket(SessionSocket):
         decoded = sio_packet.Packet(encoded_packet=pkt.data)
         if decoded.packet_type == sio_packet.EVENT and decoded.data:
             event, args = decoded.data[0], decoded.data[1:]
-            if decoded.id is None:  # cut from the packet text, byte for byte what the fast path sends
+            journal = self.events.journal
+            if decoded.id is None and len(args) == 2 and journal is not None and journal.parse(args[1]) is not None:
+                # the packet ends with ',"<offset>"]': cut that off, and the envelope out of the rest
+                untagged = pkt.data[: -len(args[1]) - 4] + "]"
+                self.push_text(tagged_envelope(plain_text(event, args[:1], untagged, "/"), args[1]))
+            elif decoded.id is None:  # cut from the packet text, byte for byte what the fast path sends
                 self.push_text(plain_text(event, args, pkt.data, decoded.namespace or "/"))
             else:
                 self.push_text(event_as_envelope_text(event, args))
@@ -127,7 +131,9 @@ def frame_to_event(text: str) -> tuple[str, Any, Any]:
 
 
 async def handle_ws(request: web.Request) -> web.StreamResponse:
-    """``GET /ws?token=JWT``: authenticate before the upgrade, then serve envelopes."""
+    """``GET /ws?token=JWT[&session=S&offset=O]``: authenticate before the upgrade, then serve
+    envelopes; ``session`` and ``offset`` (from an earlier ``welcome`` and the last envelope
+    received) resume that session when it can be recovered."""
     events = request.app[EVENTS_KEY]
     token = token_from_request(None, request.query_string, request.headers)
     try:
@@ -135,5 +141,8 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     except AuthError as error:
         return error_response(error.code, error.message)
 
-    environ = minimal_environ(request, **{IDENTITY_ENVIRON_KEY: identity, TRANSPORT_ENVIRON_KEY: TRANSPORT})
+    extra: dict[str, Any] = {IDENTITY_ENVIRON_KEY: identity, TRANSPORT_ENVIRON_KEY: PLAIN_TRANSPORT}
+    if request.query.get("session"):
+        extra[RESUME_ENVIRON_KEY] = {"pid": request.query["session"], "offset": request.query.get("offset") or None}
+    environ = minimal_environ(request, **extra)
     return await PlainSocket.accept(request, events.sio, environ, events=events)

@@ -1,4 +1,5 @@
-"""``POST /api/publish``: services in any language send a message to clients over HTTP.
+"""The back-end HTTP API: ``POST /api/publish`` sends a message to clients, ``GET /api/history``
+reads a room's recent messages; services in any language use it.
 
 Request (``Authorization: Bearer <API_KEY>``)::
 
@@ -6,8 +7,12 @@ Request (``Authorization: Bearer <API_KEY>``)::
 
 Answers: ``202 {"id"}`` once the message is on its way (through the cluster, like any emit);
 ``401`` for a missing or wrong key; ``400`` whose ``error.field`` names the first bad
-field; ``413`` above ``MAX_MESSAGE_BYTES``. The route exists only when an API key is configured,
-so an unconfigured gateway answers 404.
+field; ``413`` above ``MAX_MESSAGE_BYTES``.
+
+``GET /api/history?room=lobby&limit=50&before=<offset>`` (same key) answers
+``200 {"room", "messages"}``: the room's last messages, oldest first, each with its ``offset``
+(``user:<id>`` rooms hold what was sent to that user). The routes exist only when an API key is
+configured, so an unconfigured gateway answers 404.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ from typing import Any
 
 from aiohttp import web
 
-from .appkeys import EMITTER_KEY, SETTINGS_KEY, SIO_KEY
+from .appkeys import EMITTER_KEY, EVENTS_KEY, SETTINGS_KEY, SIO_KEY
 from .auth import api_key_matches
 from .cluster import RedisFanoutManager
 from .emitter import InProcessEmitter, check_room, check_type, check_user_id
-from .envelope import BAD_REQUEST, TOO_LARGE, UNAUTHORIZED, UNAVAILABLE
+from .envelope import BAD_REQUEST, NOT_FOUND, TOO_LARGE, UNAUTHORIZED, UNAVAILABLE
+from .history import BadHistoryRequest, history_request
 from .http_errors import error_response
 
 TARGETS = 'must be one of {"all": true}, {"user": id}, {"room": name}'
@@ -86,3 +92,30 @@ async def publish(request: web.Request) -> web.Response:
         # accepting now would mean delivering on this node only: refuse, so the caller retries
         return error_response(UNAVAILABLE, "Redis is unreachable: message not accepted, retry later")
     return web.json_response({"id": await send(type_, body.get("content"))}, status=202)
+
+
+async def history(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS_KEY]
+    assert settings.api_key is not None
+    if not api_key_matches(request.headers, settings.api_key):
+        return error_response(UNAUTHORIZED, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
+    store = request.app[EVENTS_KEY].history_store
+    if store is None:
+        return error_response(NOT_FOUND, "history is off on this gateway (--history-size 0)")
+    query = request.query
+    try:
+        limit = int(query["limit"]) if "limit" in query else None
+    except ValueError:
+        return error_response(BAD_REQUEST, "limit must be an integer", field="limit")
+    content: dict[str, Any] = {"room": query.get("room"), "before": query.get("before") or None}
+    if limit is not None:
+        content["limit"] = limit
+    try:
+        room, limit, before = history_request(content)
+    except BadHistoryRequest as bad:
+        return error_response(bad.code, bad.message, field=bad.field)
+    try:
+        messages = await store.read(room, limit, before)
+    except Exception as exc:  # the cluster store is Redis: unreachable is a 503, not a crash
+        return error_response(UNAVAILABLE, f"history unavailable: {exc}")
+    return web.json_response({"room": room, "messages": messages})

@@ -26,13 +26,16 @@ from .console import install_console
 from .emitter import InProcessEmitter
 from .engine_ws import handle_engine_websocket
 from .fanout import FanoutManager, install_fast_websocket
-from .handlers import TRANSPORT_ENVIRON_KEY, ClientEvents, refuse
+from .handlers import RESUME_ENVIRON_KEY, TRANSPORT_ENVIRON_KEY, ClientEvents, refuse
+from .history import History
 from .http_errors import error_middleware
 from .openapi import PATH as OPENAPI_PATH
 from .openapi import openapi_document
 from .operations import Operations
 from .plain_ws import handle_ws
+from .publish_api import history as history_api
 from .publish_api import publish
+from .recovery import Journal
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,15 @@ class GatewayServer(socketio.AsyncServer):
                 eio_sid, self.packet_class(sio_packet.ACK, namespace=namespace, id=id, data=[result])
             )
 
+    async def _send_packet(self, eio_sid, pkt):  # type: ignore[no-untyped-def]
+        """The CONNECT answer carries the session id as ``pid``, which is how socket.io-client
+        (>= 4.6) knows the server recovers connection state, and what it sends back to resume."""
+        if pkt.packet_type == sio_packet.CONNECT and isinstance(pkt.data, dict):
+            connection = self.events.connections.get(pkt.data.get("sid"))
+            if connection is not None and connection.session is not None:
+                pkt.data = {**pkt.data, "pid": connection.session.pid}
+        await super()._send_packet(eio_sid, pkt)
+
     async def _handle_connect(self, eio_sid, namespace, data):  # type: ignore[no-untyped-def]
         await super()._handle_connect(eio_sid, namespace, data)
         namespace = namespace or "/"
@@ -73,10 +85,13 @@ class GatewayServer(socketio.AsyncServer):
             await self.events.connected(sid)
 
 
-def create_manager(settings: Settings) -> socketio.AsyncManager:
-    if settings.redis_url:
-        return RedisFanoutManager(settings.redis_url, json=jsoncodec)
-    return FanoutManager()
+def create_manager(settings: Settings) -> FanoutManager:
+    manager = RedisFanoutManager(settings.redis_url, json=jsoncodec) if settings.redis_url else FanoutManager()
+    if settings.recovery_window > 0 or settings.history_size > 0:
+        manager.journal = Journal(settings.recovery_window, tag_frames=settings.recovery_window > 0)
+    if settings.history_size > 0:
+        manager.history = History(settings.history_size, settings.history_ttl)
+    return manager
 
 
 def create_sio(settings: Settings) -> GatewayServer:
@@ -118,7 +133,8 @@ def create_app(settings: Settings) -> web.Application:
         except AuthError as error:
             log.info("connection refused: %s", error.message)
             raise refuse(error) from None
-        events.register(sid, identity, environ.get(TRANSPORT_ENVIRON_KEY, "socket.io"))
+        resume = environ.get(RESUME_ENVIRON_KEY, auth)
+        await events.register(sid, identity, environ.get(TRANSPORT_ENVIRON_KEY, "socket.io"), resume)
 
     @sio.event
     async def disconnect(sid: str, reason: Any = None) -> None:
@@ -139,6 +155,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get(OPENAPI_PATH, openapi_document)
     if settings.api_key:
         app.router.add_post("/api/publish", publish)
+        app.router.add_get("/api/history", history_api)
     install_console(app, settings)  # GET /console, and POST /console/dev-token in dev mode
     if settings.redis_url and settings.legacy_channels:
         app.cleanup_ctx.append(legacy_bridge)

@@ -51,9 +51,9 @@ async def next_plain(ws: aiohttp.ClientWebSocketResponse, type_: str) -> str:
             return msg.data
 
 
-@pytest.fixture
-async def server():
-    settings = Settings(jwt_secret=SECRET, rate_limit=10_000, rate_burst=10_000)
+@pytest.fixture(params=[120.0, 0.0], ids=["recovery-on", "recovery-off"])
+async def server(request):
+    settings = Settings(jwt_secret=SECRET, rate_limit=10_000, rate_burst=10_000, recovery_window=request.param)
     settings.validate()
     test_server = TestServer(create_app(settings), host="127.0.0.1")
     await test_server.start_server()
@@ -83,15 +83,20 @@ async def test_fast_path_bytes_equal_slow_path(server, content):
 
         envelope = make_envelope("data_update", content, room=room)
         await sio.manager.emit("data_update", envelope, namespace="/", room=room)  # fast path
-        await socketio.AsyncManager.emit(sio.manager, "data_update", envelope, namespace="/", room=room)  # slow
+        # with recovery on, the fast path adds the offset as the last argument: the slow path is
+        # given the same arguments
+        journal = sio.manager.journal
+        tail = (f"{journal.epoch}-{journal.last_seq:012x}",) if journal.tag_frames else ()
+        slow_args = (envelope, *tail)
+        await socketio.AsyncManager.emit(sio.manager, "data_update", slow_args, namespace="/", room=room)  # slow
 
         fast_sio, slow_sio = await sio_client.text('42["data_update"'), await sio_client.text('42["data_update"')
         fast_plain = await next_plain(plain, "data_update")
         slow_plain = await next_plain(plain, "data_update")
         assert fast_sio == slow_sio
-        assert fast_plain == slow_plain == event_as_envelope_text("data_update", [envelope])
-        assert json.loads(fast_plain) == envelope
-        assert json.loads(fast_sio[2:]) == ["data_update", envelope]
+        assert fast_plain == slow_plain
+        assert json.loads(fast_plain) == {**envelope, **({"offset": tail[0]} if tail else {})}
+        assert json.loads(fast_sio[2:]) == ["data_update", envelope, *tail]
         await plain.close()
         await sio_client.ws.close()
 
