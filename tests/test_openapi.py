@@ -223,6 +223,10 @@ async def test_real_answers_match_the_documented_schemas(gateway_factory, redis_
         await check(single.url, "POST", "/api/publish", 400, data=b"{", headers=key)
         await check(single.url, "POST", "/api/publish", 401, json=message)
         await check(single.url, "POST", "/api/publish", 413, json={**message, "content": "x" * 4096}, headers=key)
+        await check(single.url, "GET", "/api/history?room=user:openapi-user&limit=5", 200, headers=key)
+        bad = await check(single.url, "GET", "/api/history?room=lobby&limit=0", 400, headers=key)
+        assert bad["error"]["field"] == "limit"
+        await check(single.url, "GET", "/api/history?room=lobby", 401)
         await check(single.url, "POST", "/api/revoke", 200, json={"jti": "j-1", "expires_at": 2e9}, headers=key)
         await check(single.url, "POST", "/api/revoke", 400, json={"jti": ""}, headers=key)
         await check(single.url, "POST", "/api/revoke", 401, json={"jti": "j-1"})
