@@ -13,6 +13,8 @@ const TOKEN_KEY = 'realtime-gateway-console:token';
 const API_KEY_KEY = 'realtime-gateway-console:api-key';
 const FEED_LIMIT = 300;
 const CHAT_LIMIT = 500;
+/** Messages of a room's history shown when it is joined (the gateway answers at most 100). */
+const BACKLOG = 100;
 const TOAST_MS = 8000;
 const TOASTS_SHOWN = 4;
 
@@ -34,6 +36,8 @@ interface RoomView {
   pane: HTMLElement;
   messages: HTMLOListElement;
   unread: number;
+  /** Ids shown in `messages`: a backlog entry that also arrived live is shown once. */
+  shown: Set<string>;
 }
 
 // ---- state -------------------------------------------------------------------------------
@@ -158,6 +162,10 @@ function connect(newToken: string): void {
   current.on('notification', (envelope) => notify(envelope));
   current.on('system', (envelope) => showSystem(envelope));
   current.on('rooms', (list) => syncRooms(list));
+  // a reconnect that could not resume the session missed messages: fill the rooms from history
+  current.on('recovery', ({ recovered }) => {
+    if (!recovered) for (const room of rooms.keys()) void loadBacklog(room);
+  });
   current.on('auth_error', (error) => {
     if (client !== current) return;
     logout(true);
@@ -307,10 +315,64 @@ function addRoom(room: string): void {
     });
   });
   const pane = h('div', { className: 'pane', attrs: { 'data-testid': 'chat-pane', 'data-room': room, role: 'tabpanel' } }, messages, form, error);
-  rooms.set(room, { tab, badge, pane, messages, unread: 0 });
+  rooms.set(room, { tab, badge, pane, messages, unread: 0, shown: new Set() });
   ui.tabs.append(tab);
   ui.panes.append(pane);
   selectRoom(room);
+  void loadBacklog(room);
+}
+
+/** The room's recent messages (the gateway's history), placed in time order among those shown. */
+async function loadBacklog(room: string): Promise<void> {
+  const current = client;
+  let backlog: Envelope[];
+  try {
+    backlog = current ? await current.history(room, { limit: BACKLOG }) : [];
+  } catch {
+    return; // history off or refused: the room simply starts empty
+  }
+  const view = rooms.get(room);
+  if (client !== current || !view) return;
+  const live = [...view.messages.children];
+  for (const envelope of backlog) {
+    if (envelope.type !== 'room_message' || view.shown.has(envelope.id)) continue;
+    view.shown.add(envelope.id);
+    const item = chatItem(envelope as Envelope<'room_message'>);
+    item.classList.add('backlog');
+    const later = live.find((node) => Number((node as HTMLElement).dataset['timestamp']) > envelope.timestamp);
+    view.messages.insertBefore(item, later ?? null);
+  }
+  trimChat(view);
+  view.messages.scrollTop = view.messages.scrollHeight;
+}
+
+/** Keeps the newest CHAT_LIMIT messages of a room (and only their ids in `shown`). */
+function trimChat(view: RoomView): void {
+  while (view.messages.childElementCount > CHAT_LIMIT) {
+    const oldest = view.messages.firstElementChild as HTMLElement | null;
+    if (!oldest) break;
+    view.shown.delete(oldest.dataset['id'] ?? '');
+    oldest.remove();
+  }
+}
+
+function chatItem(envelope: Envelope<'room_message'>): HTMLElement {
+  const mine = me !== null && envelope.from === me.userId;
+  return h(
+    'li',
+    {
+      className: mine ? 'mine' : '',
+      attrs: {
+        'data-testid': 'chat-message',
+        'data-from': envelope.from ?? '',
+        'data-id': envelope.id,
+        'data-timestamp': String(envelope.timestamp),
+      },
+    },
+    h('span', { className: 'who', text: envelope.from_name ?? envelope.from ?? 'server' }),
+    h('span', { className: 'text', text: text(envelope.content?.text ?? envelope.content) }),
+    clock(envelope.timestamp),
+  );
 }
 
 function removeRoom(room: string): void {
@@ -359,18 +421,13 @@ function renderRoomList(): void {
 function addChatMessage(envelope: Envelope<'room_message'>): void {
   const room = envelope.room ?? (isRecord(envelope.content) ? String(envelope.content['room'] ?? '') : '');
   const view = rooms.get(room);
-  if (!view) return;
+  if (!view || view.shown.has(envelope.id)) return;
+  view.shown.add(envelope.id);
   const mine = me !== null && envelope.from === me.userId;
-  const item = h(
-    'li',
-    { className: mine ? 'mine' : '', attrs: { 'data-testid': 'chat-message', 'data-from': envelope.from ?? '' } },
-    h('span', { className: 'who', text: envelope.from_name ?? envelope.from ?? 'server' }),
-    h('span', { className: 'text', text: text(envelope.content?.text ?? envelope.content) }),
-    clock(envelope.timestamp),
-  );
+  const item = chatItem(envelope);
   const atBottom = view.messages.scrollTop + view.messages.clientHeight >= view.messages.scrollHeight - 8;
   view.messages.append(item);
-  while (view.messages.childElementCount > CHAT_LIMIT) view.messages.firstElementChild?.remove();
+  trimChat(view);
   if (atBottom || mine) view.messages.scrollTop = view.messages.scrollHeight;
   if (room !== activeRoom) {
     view.unread += 1;

@@ -10,12 +10,16 @@
  * - the rooms the application joined are joined again after every reconnect, before the state
  *   turns `connected` and before anything queued is sent;
  * - requests made while not connected wait in a bounded queue and are sent, one at a time and in
- *   order, once connected (socket.io-client's own buffer is unbounded and silent about loss).
+ *   order, once connected (socket.io-client's own buffer is unbounded and silent about loss);
+ * - every reconnect resumes the session (socket.io-client's connection-state recovery: the
+ *   gateway replays what was missed and restores the rooms); the `recovery` event says whether
+ *   it worked, and an envelope id the application already had is never handed to it again.
  */
 import { io, type Socket } from 'socket.io-client';
 
 import { backoffDelay, backoffPolicy, type BackoffPolicy, type ReconnectOptions } from './backoff.js';
 import { BoundedQueue } from './bounded-queue.js';
+import { RecentIds } from './recent-ids.js';
 import { isRecord, toEnvelope, type AckOk, type ChatContent, type Envelope, type EnvelopeType } from './envelope.js';
 import {
   AuthError,
@@ -46,6 +50,14 @@ export interface RealtimeClientOptions {
   reconnect?: ReconnectOptions;
   /** Requests kept while not connected; when full the oldest is dropped. Default 100. */
   queueSize?: number;
+  /** Envelope ids remembered to drop repeats (a replayed copy of one already handed over). Default 1000. */
+  dedupSize?: number;
+}
+
+/** How a reconnect went: `recovered` is false when the gateway could not resume the session
+ * (too long away, gateway restarted): what was sent meanwhile is missing (read `history`). */
+export interface RecoveryReport {
+  recovered: boolean;
 }
 
 /** A request as it waits in the offline queue (and as reported by `queue_drop`). */
@@ -67,6 +79,8 @@ export interface LifecycleEvents {
   auth_error: AuthError;
   /** A connection attempt failed; it is retried unless `reconnect.maxAttempts` is reached. */
   connect_error: Error;
+  /** After every reconnect (not the first connect): whether the session was resumed. */
+  recovery: RecoveryReport;
 }
 
 export type ClientEvents = LifecycleEvents & { [K in EnvelopeType]: Envelope<K> };
@@ -78,6 +92,7 @@ const LIFECYCLE_EVENTS: ReadonlySet<string> = new Set<keyof LifecycleEvents>([
   'queue_drop',
   'auth_error',
   'connect_error',
+  'recovery',
 ]);
 
 interface PendingRequest extends QueuedRequest {
@@ -113,6 +128,10 @@ export class RealtimeClient {
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   #flushing = false;
   #waiters: ConnectWaiter[] = [];
+  readonly #seen: RecentIds;
+  /** Whether this socket has connected before: its next connect is a reconnect. */
+  #everConnected = false;
+  #recovered: boolean | null = null;
 
   constructor(options: RealtimeClientOptions) {
     if (!options.url) throw new TypeError('RealtimeClient: url is required');
@@ -123,6 +142,12 @@ export class RealtimeClient {
     this.#policy = backoffPolicy(options.reconnect);
     this.#ackTimeoutMs = options.ackTimeoutMs ?? 10_000;
     this.#queue = new BoundedQueue(options.queueSize ?? 100);
+    this.#seen = new RecentIds(options.dedupSize ?? 1000);
+  }
+
+  /** Whether the last reconnect resumed the session; null until the first reconnect. */
+  get recovered(): boolean | null {
+    return this.#recovered;
   }
 
   get state(): ConnectionState {
@@ -164,6 +189,7 @@ export class RealtimeClient {
       this.#session += 1;
       this.#failedAttempts = 0;
       this.#socket = this.#createSocket();
+      this.#everConnected = false;
       this.#setState('connecting');
       void this.#attempt(this.#session);
     }
@@ -220,6 +246,17 @@ export class RealtimeClient {
   }
 
   /**
+   * A room's last messages (at most `limit`, 100 by default and at most), oldest first, each
+   * with its `offset`; `before` an offset to page back. Members only; `user:<own id>` returns
+   * what was sent to this user. For what was missed when a reconnect did not recover.
+   */
+  async history(room: string, options: { limit?: number; before?: string } = {}): Promise<Envelope[]> {
+    const { messages } = (await this.#submit('history', { room, ...options })).ack;
+    if (!Array.isArray(messages)) return [];
+    return messages.filter(isRecord).map((message) => toEnvelope(String(message['type']), message));
+  }
+
+  /**
    * Any other client event, with the same ack, queueing and error handling as the helpers.
    * Room membership changes must go through joinRoom/leaveRoom to be re-joined on reconnect.
    */
@@ -237,7 +274,7 @@ export class RealtimeClient {
       // One connection per client: never share a multiplexed Manager with another client.
       forceNew: true,
     });
-    socket.on('connect', () => void this.#onConnect());
+    socket.on('connect', () => void this.#onConnect(socket.recovered));
     socket.on('connect_error', (error) => this.#onConnectError(error));
     socket.on('disconnect', () => this.#onDisconnect());
     socket.onAny((event: string, payload: unknown) => this.#onEvent(event, payload));
@@ -286,10 +323,17 @@ export class RealtimeClient {
     }, backoffDelay(this.#failedAttempts - 1, this.#policy));
   }
 
-  async #onConnect(): Promise<void> {
+  async #onConnect(recovered: boolean): Promise<void> {
     this.#failedAttempts = 0;
     const link = ++this.#link;
-    await this.#rejoinRooms(link);
+    const reconnect = this.#everConnected;
+    this.#everConnected = true;
+    if (reconnect) {
+      this.#recovered = recovered;
+      this.#events.emit('recovery', { recovered });
+    }
+    // a resumed session has its rooms back already; a new one joins them again
+    if (!recovered) await this.#rejoinRooms(link);
     if (link !== this.#link) return;
     this.#setState('connected');
     for (const waiter of this.#waiters.splice(0)) waiter.resolve();
@@ -308,6 +352,7 @@ export class RealtimeClient {
 
   #onEvent(event: string, payload: unknown): void {
     const envelope = toEnvelope(event, payload);
+    if (!this.#seen.firstTime(envelope.id)) return;
     this.#events.emit('envelope', envelope);
     if (!LIFECYCLE_EVENTS.has(envelope.type)) this.#events.emit(envelope.type, envelope);
   }

@@ -13,6 +13,10 @@ export interface WelcomeContent {
   transport?: string;
   /** Which gateway process serves the connection. */
   node?: string;
+  /** The session id to resume with (the plain /ws endpoint's `?session=`); absent when recovery is off. */
+  session?: string;
+  /** True when this connection resumed an earlier one: rooms restored, missed messages replayed. */
+  recovered?: boolean;
 }
 
 /** `content` of an `error` envelope and of a rejected acknowledgement. */
@@ -72,6 +76,8 @@ export interface Envelope<T extends string = string> {
   from_name?: string;
   room?: string;
   to?: string;
+  /** The position in the gateway's stream (history answers; plain /ws envelopes). Opaque. */
+  offset?: string;
 }
 
 /** Union of the documented envelopes, so a `switch (envelope.type)` narrows `content`. */

@@ -8,6 +8,9 @@
  * once, when the connection ends for good (`close()`, a refused token, or reconnecting given
  * up). Code like the seed store, which reconnects by constructing a new socket in `onclose`,
  * would otherwise open a second connection next to the one the client is already restoring.
+ * The gateway resumes the session on reconnect (rooms restored, missed messages replayed, no
+ * message delivered twice); a `recovery` event (a {@link GatewayRecoveryEvent}) says whether it
+ * could, so an application can reload what it missed when it could not.
  */
 import { RealtimeClient, type RealtimeClientOptions } from './client.js';
 import { localEnvelope, type Envelope } from './envelope.js';
@@ -38,6 +41,16 @@ export class GatewayCloseEvent extends Event {
     this.code = code;
     this.reason = reason;
     this.wasClean = wasClean;
+  }
+}
+
+/** Dispatched after every reconnect: `recovered` false means messages sent meanwhile are missing. */
+export class GatewayRecoveryEvent extends Event {
+  readonly recovered: boolean;
+
+  constructor(recovered: boolean) {
+    super('recovery');
+    this.recovered = recovered;
   }
 }
 
@@ -105,6 +118,7 @@ export class GatewayWebSocket extends EventTarget implements WebSocket {
       }),
       this.client.on('auth_error', (error) => this.#finish(CLOSE_AUTH_REFUSED, error.message, true)),
       this.client.on('envelope', (envelope) => this.#deliver(envelope)),
+      this.client.on('recovery', ({ recovered }) => this.dispatchEvent(new GatewayRecoveryEvent(recovered))),
     ];
     // Failures are reported through the close/error events, as a WebSocket does.
     this.client.connect().catch(() => undefined);

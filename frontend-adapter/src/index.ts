@@ -12,6 +12,7 @@ export {
   type LifecycleEvents,
   type QueuedRequest,
   type RealtimeClientOptions,
+  type RecoveryReport,
 } from './client.js';
 export { DEFAULT_BACKOFF, type ReconnectOptions } from './backoff.js';
 export type {
@@ -41,6 +42,7 @@ export {
   CLOSE_ABNORMAL,
   CLOSE_AUTH_REFUSED,
   GatewayCloseEvent,
+  GatewayRecoveryEvent,
   GatewayWebSocket,
   type GatewayWebSocketOptions,
 } from './gateway-websocket.js';

@@ -7,6 +7,7 @@ import { BoundedQueue } from '../src/bounded-queue.js';
 import { toEnvelope } from '../src/envelope.js';
 import { errorContent, ServerError, TimeoutError, QueueOverflowError } from '../src/errors.js';
 import { parseFrame } from '../src/frames.js';
+import { RecentIds } from '../src/recent-ids.js';
 import { RealtimeClient } from '../src/index.js';
 
 test('backoff grows exponentially, is capped, and jitter only shortens it', () => {
@@ -61,4 +62,12 @@ test('local errors get HTTP-like codes in error envelopes', () => {
   assert.deepEqual(errorContent(new ServerError('nope', 403)), { code: 403, message: 'nope' });
   assert.equal(errorContent(new TimeoutError()).code, 408);
   assert.equal(errorContent(new QueueOverflowError()).code, 503);
+});
+
+test('RecentIds says first time once per id and forgets the oldest beyond its capacity', () => {
+  const seen = new RecentIds(3);
+  assert.deepEqual(['a', 'b', 'a', 'c'].map((id) => seen.firstTime(id)), [true, true, false, true]);
+  assert.equal(seen.firstTime('d'), true); // 'a' is forgotten now
+  assert.deepEqual(['b', 'c', 'd', 'a'].map((id) => seen.firstTime(id)), [false, false, false, true]);
+  assert.throws(() => new RecentIds(0), RangeError);
 });

@@ -157,6 +157,10 @@ const scenarios = {
     await say(alice, 'side-room', 'only alice is here');
     await chatMessage(alice, 'side-room', 'only alice is here').waitFor();
     assert.equal(await chatMessage(alice, 'lobby', 'only alice is here').count(), 0);
+    // joining a room shows its backlog (the gateway's history): Bob was not there when it was said
+    await joinRoom(bob, 'side-room');
+    await chatMessage(bob, 'side-room', 'only alice is here').and(bob.locator('.backlog')).waitFor();
+    assert.equal(await chatMessage(bob, 'side-room', 'only alice is here').count(), 1);
 
     // the feed filter shows one type only
     await byId(bob, 'feed-filter').selectOption('room_message');

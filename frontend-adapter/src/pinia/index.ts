@@ -45,6 +45,8 @@ export const useRealtimeStore = defineStore('realtime', () => {
   const notifications = ref<StoredNotification[]>([]);
   const unreadCount = computed(() => notifications.value.filter((notification) => !notification.read).length);
   const lastError = ref<RealtimeError | null>(null);
+  /** Whether the last reconnect resumed the session (nothing missed); null until one happened. */
+  const recovered = ref<boolean | null>(null);
   // The client is a live connection, not state: kept out of the store's (serialisable) state.
   const client = shallowRef<RealtimeClient | null>(null);
   let maxMessages = 500;
@@ -78,6 +80,7 @@ export const useRealtimeStore = defineStore('realtime', () => {
     next.on('rooms', (value) => (rooms.value = [...value]));
     next.on('envelope', record);
     next.on('auth_error', (error) => (lastError.value = error));
+    next.on('recovery', (report) => (recovered.value = report.recovered));
     client.value = next;
     try {
       await next.connect();
@@ -102,6 +105,7 @@ export const useRealtimeStore = defineStore('realtime', () => {
     client.value = null;
     state.value = 'disconnected';
     user.value = null;
+    recovered.value = null;
     rooms.value = [];
     onlineUsers.value = [];
   }
@@ -138,6 +142,7 @@ export const useRealtimeStore = defineStore('realtime', () => {
     notifications,
     unreadCount,
     lastError,
+    recovered,
     connect,
     send,
     disconnect,
