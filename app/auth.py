@@ -2,6 +2,11 @@
 
 Both transports (Socket.IO and plain WebSocket) and the HTTP routes authenticate through
 :class:`TokenVerifier`, so a token means the same thing wherever it is presented.
+
+Strict by default: a token must carry ``exp``; ``aud``/``iss`` must match when an audience or
+issuer is configured; and each algorithm family verifies with its own key (HS* with the shared
+secret, RS*/ES*/PS*/EdDSA with the public key), picked from the token header's ``alg`` only
+when that algorithm is configured, so a public key can never be used as an HMAC secret.
 """
 
 from __future__ import annotations
@@ -11,9 +16,15 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs
 
 import jwt
+
+from .envelope import MAX_ROOM_NAME
+
+MAX_ROOM_PATTERNS = 100
+"""Most entries a token's ``rooms`` claim may list (each a room name or glob pattern)."""
 
 
 class AuthError(Exception):
@@ -37,6 +48,8 @@ class Identity:
     username: str
     expires_at: float | None = None
     token_id: str | None = None
+    rooms: tuple[str, ...] | None = None
+    """The token's ``rooms`` claim (glob patterns of the rooms it may join); None without one."""
 
     @property
     def user_room(self) -> str:
@@ -49,26 +62,60 @@ def user_room(user_id: str) -> str:
 
 
 class TokenVerifier:
-    """Verifies tokens against an explicit algorithm list; ``alg: none`` is never accepted."""
+    """Verifies tokens against an explicit algorithm list; ``alg: none`` is never accepted.
 
-    def __init__(self, key: str, algorithms: list[str]) -> None:
-        self._key = key
-        self._algorithms = [a for a in algorithms if a.lower() != "none"]
+    ``leeway`` (seconds) absorbs clock skew between the token issuer and this node, for ``exp``,
+    ``nbf`` and ``iat`` alike; :class:`~realtime_gateway.expiry.TokenGuard` closes connections
+    with the same allowance.
+    """
+
+    def __init__(
+        self,
+        algorithms: list[str],
+        secret: str | None = None,
+        public_key: str | None = None,
+        audience: str | None = None,
+        issuer: str | None = None,
+        leeway: float = 0.0,
+    ) -> None:
+        self._keys: dict[str, str] = {}
+        for algorithm in algorithms:
+            key = secret if algorithm.startswith("HS") else public_key
+            if algorithm.lower() != "none" and key:
+                self._keys[algorithm] = key
+        self._audience = audience
+        self._issuer = issuer
+        self.leeway = leeway
+        self._options: dict[str, Any] = {
+            "require": ["exp", *(["aud"] if audience else []), *(["iss"] if issuer else [])],
+            "verify_aud": audience is not None,
+        }
 
     def verify(self, token: str | None) -> Identity:
         if not token:
             raise AuthError("missing token")
         try:
+            algorithm = jwt.get_unverified_header(token).get("alg")
+            key = self._keys.get(algorithm) if isinstance(algorithm, str) else None
+            if key is None:
+                raise AuthError("invalid token: algorithm not allowed")
             claims = jwt.decode(
                 token,
-                self._key,
-                algorithms=self._algorithms,
-                options={"require": [], "verify_aud": False},
+                key,
+                algorithms=[algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self.leeway,
+                options=self._options,
             )
         except jwt.ExpiredSignatureError:
             raise AuthError("token expired") from None
-        except jwt.InvalidAlgorithmError:
-            raise AuthError("invalid token: algorithm not allowed") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(f"invalid token: no {exc.claim!r} claim") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError("invalid token: wrong audience (aud)") from None
+        except jwt.InvalidIssuerError:
+            raise AuthError("invalid token: wrong issuer (iss)") from None
         except jwt.InvalidSignatureError:
             raise AuthError("invalid token: bad signature") from None
         except jwt.PyJWTError as exc:
@@ -85,7 +132,26 @@ class TokenVerifier:
             username=str(username) if username not in (None, "") else user_id,
             expires_at=float(exp) if isinstance(exp, (int, float)) else None,
             token_id=str(jti) if jti is not None else None,
+            rooms=_rooms_claim(claims),
         )
+
+
+def _rooms_claim(claims: dict[str, Any]) -> tuple[str, ...] | None:
+    """The ``rooms`` claim, checked: a token that says something unreadable about its rooms is
+    refused rather than read as "no restriction"."""
+    if "rooms" not in claims:
+        return None
+    rooms = claims["rooms"]
+    if (
+        not isinstance(rooms, list)
+        or len(rooms) > MAX_ROOM_PATTERNS
+        or not all(isinstance(p, str) and 1 <= len(p) <= MAX_ROOM_NAME for p in rooms)
+    ):
+        raise AuthError(
+            f"invalid token: the rooms claim must be a list of at most {MAX_ROOM_PATTERNS} "
+            f"room names or patterns of 1..{MAX_ROOM_NAME} characters"
+        )
+    return tuple(rooms)
 
 
 def mint_token(

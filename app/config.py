@@ -16,8 +16,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from .envelope import MAX_ROOM_NAME
+
 DEFAULT_PORT = 8087
 DEFAULT_MAX_MESSAGE_BYTES = 524_288
+DEFAULT_JWT_LEEWAY = 5.0
+"""Seconds of clock skew tolerated on ``exp``/``nbf``/``iat``: NTP-synchronised hosts differ by
+well under a second, a drifting VM by a few; every second more is a second of life added to
+each token (connections close that much after ``exp`` too)."""
+MAX_JWT_LEEWAY = 300.0
 SUPPORTED_ALGORITHMS = {
     "HS256",
     "HS384",
@@ -49,6 +56,11 @@ class Settings:
     jwt_secret: str | None = None
     jwt_algorithms: list[str] = field(default_factory=lambda: ["HS256"])
     jwt_public_key: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_leeway: float = DEFAULT_JWT_LEEWAY
+    protected_rooms: list[str] = field(default_factory=list)
+    ops_token: str | None = None
     cors_origins: list[str] | str = "*"
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     ping_interval: float = 25.0
@@ -101,6 +113,21 @@ class Settings:
             )
         if self.jwt_public_key:
             self.jwt_public_key = _load_key(self.jwt_public_key)
+        hs = [a for a in self.jwt_algorithms if a.startswith("HS")]
+        if hs and not self.jwt_secret and self.jwt_public_key:
+            # each family verifies with its own key: the public key is never an HMAC secret
+            raise ConfigError(
+                f"--jwt-algorithms lists {', '.join(hs)}, which need --jwt-secret/JWT_SECRET; "
+                "the public key verifies RS*/ES*/PS*/EdDSA only (or drop the HS* algorithms)"
+            )
+        if not 0 <= self.jwt_leeway <= MAX_JWT_LEEWAY:
+            raise ConfigError(f"--jwt-leeway must be between 0 and {MAX_JWT_LEEWAY:g} seconds")
+        self.jwt_audience = self.jwt_audience or None
+        self.jwt_issuer = self.jwt_issuer or None
+        self.ops_token = self.ops_token or None
+        for pattern in self.protected_rooms:
+            if len(pattern) > MAX_ROOM_NAME:
+                raise ConfigError(f"--protected-rooms: {pattern[:40]!r}... is longer than {MAX_ROOM_NAME} characters")
         if self.jwt_secret is None and self.jwt_public_key is None:
             if self.redis_url:
                 raise ConfigError(
@@ -194,6 +221,35 @@ OPTIONS = (
         "jwt_public_key",
         str,
         "PEM public key (path or text) for RS*/ES*/PS*/EdDSA",
+    ),
+    Option(
+        "--jwt-audience",
+        "JWT_AUDIENCE",
+        "jwt_audience",
+        str,
+        "when set, tokens must carry this aud claim; unset: aud is not checked",
+    ),
+    Option(
+        "--jwt-issuer",
+        "JWT_ISSUER",
+        "jwt_issuer",
+        str,
+        "when set, tokens must carry this iss claim; unset: iss is not checked",
+    ),
+    Option("--jwt-leeway", "JWT_LEEWAY", "jwt_leeway", float, "seconds of clock skew tolerated on exp, nbf and iat"),
+    Option(
+        "--protected-rooms",
+        "PROTECTED_ROOMS",
+        "protected_rooms",
+        _split,
+        "glob patterns (comma-separated) of rooms only tokens whose rooms claim matches may join",
+    ),
+    Option(
+        "--ops-token",
+        "OPS_TOKEN",
+        "ops_token",
+        str,
+        "bearer token required by /metrics and /ws/stats; unset: they are open",
     ),
     Option(
         "--cors-origins", "CORS_ORIGINS", "cors_origins", _origins, "allowed browser origins, comma-separated, or *"

@@ -2,8 +2,9 @@
 
 A token is verified once, at connect; without this module a connection would outlive its
 token indefinitely. :class:`TokenGuard` (a connection listener) arms a timer at each token's
-``exp`` and closes connections whose token id (``jti``) has been revoked, sending the error
-envelope ``{"code": 401, "message": "token expired" | "token revoked"}`` first.
+``exp`` (plus ``--jwt-leeway``) and closes connections whose token id (``jti``) has been
+revoked, sending the error envelope ``{"code": 401, "message": "token expired" | "token
+revoked"}`` first.
 
 Revoked ids live in a :class:`RevocationStore`: a Redis sorted set shared by the cluster, or a
 dict for a single node. Each node keeps a copy of the live revocations, so checking a token at
@@ -145,7 +146,9 @@ class TokenGuard:
     async def connection_opened(self, connection: Connection) -> None:
         expires_at = connection.identity.expires_at
         if expires_at is not None:
-            delay = max(0.0, expires_at - time.time())
+            # the same allowance for clock skew as at connect, or a token accepted in its
+            # leeway would be closed the moment it connected
+            delay = max(0.0, expires_at + self.events.verifier.leeway - time.time())
             loop = asyncio.get_running_loop()
             self._timers[connection.sid] = loop.call_later(delay, self._spawn_close, connection.sid, "token expired")
 

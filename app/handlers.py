@@ -7,7 +7,11 @@ the client did not ask for an ack.
 
 Every connection is tracked in :attr:`ClientEvents.connections` (by Socket.IO sid) with its
 verified identity; nothing a client sends can change who it is, so ``from``/``from_name`` on
-outgoing messages always come from here.
+outgoing messages always come from here. Who may join which room is decided by
+:class:`~realtime_gateway.access.RoomAccess`.
+
+This node's figures (connections per transport, members per room) are kept up to date as
+connections come and go, so the operational endpoints never walk every connection.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any, Protocol
 
 import socketio
 
+from .access import RoomAccess
 from .auth import AuthError, Identity, TokenVerifier, token_from_request, user_room
 from .config import Settings
 from .envelope import (
@@ -39,7 +44,7 @@ from .envelope import (
     validate_room_name,
 )
 from .history import check_member, history_request
-from .metrics import ERRORS, EVENT_LATENCY, MESSAGES_RECEIVED, MESSAGES_SENT, labelled
+from .metrics import ERRORS, EVENT_LATENCY, MESSAGES_RECEIVED, labelled, sent_counter
 from .ratelimit import TokenBucket
 from .recovery import Resumption, Session
 
@@ -70,6 +75,36 @@ class Connection:
     """Set until :meth:`ClientEvents.connected` has restored the session it recovered."""
 
 
+class RoomCounts:
+    """This node's client-joined rooms, with how many of its connections are in each.
+
+    ``watchers`` are called with a room when it gains its first member on this node or loses
+    its last (presence publishes the cluster's room figures from these)."""
+
+    __slots__ = ("members", "watchers")
+
+    def __init__(self) -> None:
+        self.members: dict[str, int] = {}
+        self.watchers: list[Callable[[str], None]] = []
+
+    def add(self, room: str) -> None:
+        count = self.members.get(room, 0)
+        self.members[room] = count + 1
+        if count == 0:
+            self._changed(room)
+
+    def discard(self, room: str) -> None:
+        count = self.members.pop(room, 0)
+        if count > 1:
+            self.members[room] = count - 1
+        elif count == 1:
+            self._changed(room)
+
+    def _changed(self, room: str) -> None:
+        for watcher in self.watchers:
+            watcher(room)
+
+
 class ConnectionListener(Protocol):
     """Told about connections opening and closing on this node (presence, metrics, expiry)."""
 
@@ -91,7 +126,11 @@ class ClientEvents:
         self.sio = sio
         self.settings = settings
         self.verifier = verifier
+        self.access = RoomAccess(settings.protected_rooms)
         self.connections: dict[str, Connection] = {}
+        self.transports: dict[str, int] = {}
+        """Connections on this node per transport, kept with :attr:`connections`."""
+        self.rooms = RoomCounts()
         self.listeners: list[ConnectionListener] = []
         self.handlers: dict[str, Handler] = {
             "join_room": self.join_room,
@@ -127,6 +166,7 @@ class ClientEvents:
             bucket=TokenBucket(self.settings.rate_limit, self.settings.rate_burst),
         )
         self.connections[sid] = connection
+        self.transports[transport] = self.transports.get(transport, 0) + 1
         if self.resumable:
             assert self.journal is not None
             resumed = None
@@ -175,10 +215,16 @@ class ClientEvents:
         emitted meanwhile can reach the connection out of order or be missed."""
         assert self.journal is not None
         manager = self.sio.manager
-        for room in resumed.session.rooms:
-            manager.basic_enter_room(connection.sid, "/", room)
-            if not room.startswith(USER_ROOM_PREFIX):
+        for room in list(resumed.session.rooms):  # _track may drop some
+            if room.startswith(USER_ROOM_PREFIX):
+                manager.basic_enter_room(connection.sid, "/", room)
+            elif self.access.may_join(connection.identity, room) is None:
+                # the token may be a new one, with a narrower rooms claim than the session's
+                manager.basic_enter_room(connection.sid, "/", room)
                 connection.rooms.add(room)
+                self.rooms.add(room)
+            else:  # and none of what was sent to the room while away is replayed
+                self._track(connection, room, joined=False)
         missed = self.journal.missed(resumed)
         await manager.replay(connection.sid, missed)
         log.info(
@@ -198,6 +244,9 @@ class ClientEvents:
             return
         if connection.session is not None:
             self.journal.closed(connection.session, sid)  # type: ignore[union-attr]
+        self.transports[connection.transport] -= 1
+        for room in connection.rooms:
+            self.rooms.discard(room)
         log.info("disconnected sid=%s user=%s reason=%s", sid, connection.identity.user_id, reason)
         for listener in self.listeners:
             await listener.connection_closed(connection)
@@ -244,7 +293,7 @@ class ClientEvents:
 
         ``local=True`` delivers to this node's connections only, without the Redis round trip,
         so a message to a local sid is queued before a ``sio.disconnect`` that follows it."""
-        labelled(MESSAGES_SENT, envelope["type"]).inc()
+        sent_counter(envelope["type"]).inc()
         await self.sio.emit(envelope["type"], envelope, to=to, ignore_queue=local)
 
     # -- events -----------------------------------------------------------------------------
@@ -252,22 +301,36 @@ class ClientEvents:
     async def join_room(self, connection: Connection, content: Any) -> dict[str, Any]:
         room = validate_room_name(content, joining=True)
         if room not in connection.rooms:
+            refused = self.access.may_join(connection.identity, room)
+            if refused is not None:
+                raise ProtocolError(FORBIDDEN, refused)
             if len(connection.rooms) >= self.settings.max_rooms_per_connection:
                 raise ProtocolError(
                     FORBIDDEN, f"room limit reached ({self.settings.max_rooms_per_connection} per connection)"
                 )
-            await self.sio.enter_room(connection.sid, room)
-            connection.rooms.add(room)
-            self._track(connection, room, joined=True)
+            await self.enter_room(connection, room)
         return {"ok": True, "room": room}
 
     async def leave_room(self, connection: Connection, content: Any) -> dict[str, Any]:
         room = validate_room_name(content, joining=True)
+        await self.exit_room(connection, room)
+        return {"ok": True, "room": room}
+
+    async def enter_room(self, connection: Connection, room: str) -> None:
+        """Make a connection a member of a (client-visible, non-``user:``) room, with no checks:
+        callers decide whether it may."""
+        if room not in connection.rooms:
+            await self.sio.enter_room(connection.sid, room)
+            connection.rooms.add(room)
+            self.rooms.add(room)
+            self._track(connection, room, joined=True)
+
+    async def exit_room(self, connection: Connection, room: str) -> None:
         if room in connection.rooms:
             await self.sio.leave_room(connection.sid, room)
             connection.rooms.discard(room)
+            self.rooms.discard(room)
             self._track(connection, room, joined=False)
-        return {"ok": True, "room": room}
 
     async def room_message(self, connection: Connection, content: Any) -> dict[str, Any]:
         body = require_object(content, "room_message")

@@ -2,11 +2,17 @@
 
 ``/healthz`` (in :mod:`realtime_gateway.server`) says the process is alive; ``/readyz`` says it can serve,
 which for a cluster node means Redis answers. Load balancers should route on ``/readyz``.
+
+``/metrics`` and ``/ws/stats`` are cheap whatever the cluster's size (this node's figures are
+kept as they change, the cluster's are maintained in Redis and read at most about once a
+second), and with ``--ops-token`` they answer only ``Authorization: Bearer <OPS_TOKEN>``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as redis
@@ -24,6 +30,7 @@ from .presence import Presence
 READY_TIMEOUT = 2.0
 """Seconds /readyz waits for Redis before calling the node unready."""
 TRANSPORTS = ("socket.io", "websocket")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class OperationsAPI:
@@ -48,11 +55,24 @@ class OperationsAPI:
     def routes(self) -> list[web.RouteDef]:
         return [
             web.get("/readyz", self.readyz),
-            web.get("/ws/stats", self.stats),
+            web.get("/ws/stats", self._operator_only(self.stats)),
             web.get("/ws/online-users", self.online_users),
-            web.get("/metrics", self.metrics),
+            web.get("/metrics", self._operator_only(self.metrics)),
             web.post("/api/revoke", self.revoke),
         ]
+
+    def _operator_only(self, handler: Handler) -> Handler:
+        """``handler`` behind ``--ops-token`` when one is set (left open otherwise)."""
+        token = self.settings.ops_token
+        if not token:
+            return handler
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            if not api_key_matches(request.headers, token):
+                return error_response(401, "missing or wrong ops token", headers={"WWW-Authenticate": "Bearer"})
+            return await handler(request)
+
+        return guarded
 
     async def readyz(self, request: web.Request) -> web.Response:
         if self.redis is not None:
@@ -72,13 +92,13 @@ class OperationsAPI:
             "id": self.node_id,
             "clients": snapshot.clients,
             "online_users": snapshot.online_users,
-            "rooms": len(snapshot.rooms),
+            "rooms": snapshot.rooms,
             "transports": snapshot.transports,
         }
         body: dict[str, Any] = {
             "total_clients": snapshot.clients,
             "online_users": snapshot.online_users,
-            "total_rooms": len(snapshot.rooms),
+            "total_rooms": snapshot.rooms,
             "uptime": round(snapshot.uptime, 1),
             "scope": "node",
             "nodes": 1,
@@ -86,7 +106,7 @@ class OperationsAPI:
         }
         if self.presence.store.clustered:
             try:
-                cluster = await self.presence.store.cluster_stats()
+                cluster = await self.presence.cluster_stats()
             except Exception as exc:
                 body["error"] = f"cluster figures unavailable: {exc}"
             else:
@@ -112,14 +132,16 @@ class OperationsAPI:
         snapshot = self.presence.snapshot()
         for transport in {*TRANSPORTS, *snapshot.transports}:
             CONNECTIONS.labels(transport).set(snapshot.transports.get(transport, 0))
-        ROOMS.set(len(snapshot.rooms))
+        ROOMS.set(snapshot.rooms)
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def revoke(self, request: web.Request) -> web.Response:
         """``POST /api/revoke`` ``{"jti", "expires_at"?}`` with ``Authorization: Bearer <API_KEY>``.
 
         ``expires_at`` (the token's ``exp``) lets the entry be forgotten once the token would
-        have expired anyway; without it the revocation is kept for good."""
+        have expired anyway; without it (or null) the revocation is kept for good. It must be a
+        finite number: Python's JSON parser accepts ``NaN`` and ``Infinity``, which would
+        revoke nothing (NaN compares false) or fail in Redis."""
         key = self.settings.api_key
         if not key:
             return error_response(403, "API_KEY is not set: the revocation API is disabled")
@@ -129,9 +151,16 @@ class OperationsAPI:
             body = await request.json()
         except ValueError:
             body = None
-        jti = body.get("jti") if isinstance(body, dict) else None
-        expires_at = body.get("expires_at") if isinstance(body, dict) else None
-        if not isinstance(jti, str) or not jti or not (expires_at is None or isinstance(expires_at, (int, float))):
+        if not isinstance(body, dict):
             return error_response(400, 'body must be {"jti": string, "expires_at"?: number}', field="body")
+        jti, expires_at = body.get("jti"), body.get("expires_at")
+        if not isinstance(jti, str) or not jti:
+            return error_response(400, "jti must be a non-empty string", field="jti")
+        if expires_at is not None and (
+            isinstance(expires_at, bool) or not isinstance(expires_at, (int, float)) or not math.isfinite(expires_at)
+        ):
+            return error_response(
+                400, "expires_at must be a finite number (the token's exp, unix seconds)", field="expires_at"
+            )
         await self.guard.revoke(jti, expires_at)
         return web.json_response({"ok": True, "jti": jti})

@@ -45,3 +45,30 @@ def labelled(metric: Any, value: str) -> Any:
     """``metric.labels(value)``, cached: prometheus-client takes a lock and builds a key on every
     ``labels()`` call, which shows in profiles of the per-message path."""
     return metric.labels(value)
+
+
+SENT_TYPES = frozenset(
+    {
+        "welcome",
+        "pong",
+        "error",
+        "presence",
+        "room_message",
+        "user_message",
+        "system",
+        "notification",
+        "data_update",
+        "user_status",
+    }
+)
+"""The documented server-originated types, counted under their own label; back ends may send
+any type, and each distinct label would be a series of its own (memory, scrape size)."""
+OTHER_TYPE = "other"
+_SENT = {type_: MESSAGES_SENT.labels(type_) for type_ in (*SENT_TYPES, OTHER_TYPE)}
+_SENT_OTHER = _SENT[OTHER_TYPE]
+
+
+def sent_counter(type_: str) -> Any:
+    """The ``gateway_messages_sent_total`` child for an envelope type (``other`` for any type
+    not documented); one dict lookup, as it runs once per emit."""
+    return _SENT.get(type_, _SENT_OTHER)

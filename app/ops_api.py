@@ -163,7 +163,7 @@ class OperatorAPI:
             "name": self.node_name,
             "clients": snapshot.clients,
             "online_users": snapshot.online_users,
-            "rooms": len(snapshot.rooms),
+            "rooms": snapshot.rooms,
             "transports": snapshot.transports,
             "uptime": round(snapshot.uptime, 1),
             "messages_received": _total(MESSAGES_RECEIVED),
@@ -173,9 +173,8 @@ class OperatorAPI:
 
     def _rooms(self, args: Mapping[str, Any]) -> dict[str, Any]:
         prefix = str(args.get("prefix", ""))
-        counts: Counter[str] = Counter()
-        for connection in self.events.connections.values():
-            counts.update(room for room in connection.rooms if room.startswith(prefix))
+        # members per room are kept by ClientEvents as connections join and leave
+        counts = Counter({room: n for room, n in self.events.rooms.members.items() if room.startswith(prefix)})
         return {"rooms": dict(counts.most_common(NODE_ROOMS_MAX)), "truncated": len(counts) > NODE_ROOMS_MAX}
 
     def _user(self, args: Mapping[str, Any]) -> dict[str, Any]:

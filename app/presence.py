@@ -10,7 +10,13 @@ device, or a device that connects to node 2 before leaving node 1, therefore cha
 without announcing anything.
 
 Counts are written as absolute values by one writer task per node, so writes can be batched and
-retried, and a full rewrite (after a Redis outage or restart) repairs whatever was lost.
+retried, and a full rewrite (after a Redis outage or restart) repairs whatever was lost. The
+same writer publishes which rooms have members on this node, when a room gains its first or
+loses its last, for the cluster's room total.
+
+:meth:`Presence.cluster_stats` serves ``/ws/stats``: it reads the store at most once per
+:data:`STATS_MAX_AGE` unless this node has written since, so the totals always include this
+node's own changes while a dashboard polling many times a second costs Redis almost nothing.
 
 Stores: :class:`MemoryPresenceStore` (single node) here, ``RedisPresenceStore`` in
 :mod:`realtime_gateway.presence_redis` (cluster, with expiry of dead nodes' entries).
@@ -38,6 +44,8 @@ RETRY_DELAY = 1.0
 OPEN_WAIT = 5.0
 """Longest a connect waits for its count to be written; the write itself is bounded by the
 store's own timeouts, this only guards the connect path against a stuck writer."""
+STATS_MAX_AGE = 1.0
+"""Seconds the cluster totals may be reused while this node has written nothing new."""
 
 User = tuple[str, str]
 """(user_id, user_name)"""
@@ -57,7 +65,7 @@ class NodeSnapshot:
 
     clients: int
     online_users: int
-    rooms: set[str]
+    rooms: int
     transports: dict[str, int]
     uptime: float
 
@@ -67,8 +75,9 @@ class PresenceStore(Protocol):
 
     clustered: bool
 
-    async def apply(self, counts: dict[str, tuple[int, str]], replace: bool) -> Transitions:
-        """Set this node's connection count (and name) per user; ``replace`` drops users not listed."""
+    async def apply(self, counts: dict[str, tuple[int, str]], rooms: dict[str, bool], replace: bool) -> Transitions:
+        """Set this node's connection count (and name) per user, and whether each listed room
+        has members on this node; ``replace`` drops users and rooms not listed."""
         ...
 
     async def heartbeat(self, snapshot: NodeSnapshot) -> bool:
@@ -100,7 +109,7 @@ class MemoryPresenceStore:
     def __init__(self) -> None:
         self._users: dict[str, User] = {}
 
-    async def apply(self, counts: dict[str, tuple[int, str]], replace: bool) -> Transitions:
+    async def apply(self, counts: dict[str, tuple[int, str]], rooms: dict[str, bool], replace: bool) -> Transitions:
         changes = dict(counts)
         if replace:
             changes.update({uid: (0, name) for uid, (_, name) in self._users.items() if uid not in counts})
@@ -150,11 +159,21 @@ class Presence:
         self._counts: dict[str, int] = {}
         self._names: dict[str, str] = {}
         self._dirty: set[str] = set()
+        self._dirty_rooms: set[str] = set()
         self._rewrite = False
         self._wake = asyncio.Event()
         self._batch: asyncio.Future[bool] | None = None
         """Resolves when the write that includes the changes marked so far is done (True) or
         has failed (False)."""
+        self._writing: asyncio.Future[bool] | None = None
+        """The batch the writer is busy with."""
+        self._written = 0
+        """Successful writes so far: cached cluster totals older than the last one are stale."""
+        self._stats: tuple[float, int, dict[str, Any] | None] | None = None
+        """(monotonic time, writes then, totals) of the last store read for cluster_stats."""
+        self._stats_read: tuple[int, asyncio.Task[dict[str, Any] | None]] | None = None
+        """The store read in flight, with the number of writes done when it began."""
+        events.rooms.watchers.append(self._room_changed)
         self._tasks: list[asyncio.Task[None]] = []
         self._store_down = False
 
@@ -258,25 +277,53 @@ class Presence:
 
     def snapshot(self) -> NodeSnapshot:
         """This node's own figures (connections, distinct users, client-joined rooms)."""
-        connections = self.events.connections.values()
-        transports: dict[str, int] = {}
-        rooms: set[str] = set()
-        for connection in connections:
-            transports[connection.transport] = transports.get(connection.transport, 0) + 1
-            rooms |= connection.rooms
+        events = self.events
         return NodeSnapshot(
-            clients=len(self.events.connections),
+            clients=len(events.connections),
             online_users=len(self._counts),
-            rooms=rooms,
-            transports=transports,
+            rooms=len(events.rooms.members),
+            transports={transport: n for transport, n in events.transports.items() if n},
             uptime=time.monotonic() - self.started_at,
         )
+
+    async def cluster_stats(self) -> dict[str, Any] | None:
+        """The store's cluster totals (None for a single node), including every change this
+        node has made: pending writes are awaited, and a cached read older than this node's
+        last write is not reused. Concurrent callers share one read."""
+        if not self.store.clustered:
+            return None
+        pending = self._batch or self._writing
+        if pending is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(pending), OPEN_WAIT)
+        cached = self._stats
+        if cached is not None and cached[1] == self._written and time.monotonic() - cached[0] < STATS_MAX_AGE:
+            return cached[2]
+        read = self._stats_read
+        if read is None or read[0] != self._written:  # a read begun before this node's last write
+            read = self._stats_read = (self._written, asyncio.create_task(self._read_stats(self._written)))
+        return await asyncio.shield(read[1])
+
+    async def _read_stats(self, written: int) -> dict[str, Any] | None:
+        started = time.monotonic()
+        try:
+            totals = await self.store.cluster_stats()
+        finally:
+            if self._stats_read is not None and self._stats_read[0] == written:
+                self._stats_read = None
+        if self._stats is None or self._stats[1] <= written:
+            self._stats = (started, written, totals)
+        return totals
 
     # -- writing ----------------------------------------------------------------------------
 
     def _mark(self, user_id: str) -> asyncio.Future[bool]:
         self._dirty.add(user_id)
         return self._wake_writer()
+
+    def _room_changed(self, room: str) -> None:
+        self._dirty_rooms.add(room)
+        self._wake_writer()
 
     def _mark_all(self) -> asyncio.Future[bool]:
         self._rewrite = True
@@ -294,18 +341,25 @@ class Presence:
             await self._wake.wait()
             self._wake.clear()
             dirty, self._dirty = self._dirty, set()
+            dirty_rooms, self._dirty_rooms = self._dirty_rooms, set()
             rewrite, self._rewrite = self._rewrite, False
             batch, self._batch = self._batch, None
+            self._writing = batch
             users = set(self._counts) if rewrite else dirty
             counts = {uid: (self._counts.get(uid, 0), self._names.get(uid, uid)) for uid in users}
+            members = self.events.rooms.members
+            rooms = dict.fromkeys(members, True) if rewrite else {room: room in members for room in dirty_rooms}
             try:
-                transitions = await self.store.apply(counts, replace=rewrite)
+                transitions = await self.store.apply(counts, rooms, replace=rewrite)
             except Exception as exc:
                 self._report_store_error("presence write", exc)
+                self._writing = None
                 _resolve(batch, False)  # nobody waits on an unreachable store for more than one try
                 await asyncio.sleep(RETRY_DELAY)
                 self._mark_all()  # absolute counts: rewriting everything repairs any loss
                 continue
+            self._written += 1
+            self._writing = None
             self._report_store_ok()
             for uid in dirty - self._counts.keys():
                 self._names.pop(uid, None)

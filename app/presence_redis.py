@@ -6,15 +6,20 @@ Keys (prefix ``gateway:``)::
     presence:users         hash  user_id -> connections on all nodes (only users online)
     presence:names         hash  user_id -> display name (only users online)
     presence:connections   int   connections on all nodes
+    presence:rooms         hash  room -> nodes with members in it (only rooms with members)
     nodes                  set   node ids that have written presence
     node:<node>            str   this node's statistics; expires after ``ttl`` unless refreshed
-    node:<node>:rooms      set   rooms with members on <node>; expires with it
+    node:<node>:rooms      set   client-joined rooms with members on <node>
 
 Every change runs as one Lua script, so the cluster-wide count and the transition it causes are
 decided atomically: whichever node's write takes a user from 0 to 1 (or 1 to 0) is told so, and
 it alone announces it. A node that dies without cleaning up stops refreshing ``node:<node>``;
 once that key has expired, the next sweep (every node runs one) removes the node's counts in a
 script, so exactly one sweeper receives the users that went offline and announces them.
+
+Rooms are written like counts, as changes: a node writes a room when it gains its first member
+there or loses its last, and the per-room node count keeps the cluster's room total a single
+``HLEN``, so neither a heartbeat nor a ``/ws/stats`` request touches every room.
 
 Scripts compute key names from the prefix, so this needs a single Redis (or a primary with
 replicas), not Redis Cluster.
@@ -34,6 +39,11 @@ PREFIX = "gateway:"
 _COMMON = """
 local p = ARGV[1]
 local users, names, conns = p .. 'presence:users', p .. 'presence:names', p .. 'presence:connections'
+local roomnodes = p .. 'presence:rooms'
+-- one node fewer has members in a room
+local function drop_room(room)
+  if redis.call('HINCRBY', roomnodes, room, -1) <= 0 then redis.call('HDEL', roomnodes, room) end
+end
 -- set one node's count for a user; append the transition (if any) to online/offline
 local function set_count(nodekey, user, count, name, online, offline)
   local old = tonumber(redis.call('HGET', nodekey, user) or '0')
@@ -58,21 +68,39 @@ local function set_count(nodekey, user, count, name, online, offline)
 end
 """
 
-# ARGV: prefix, node, replace (0/1), then (user, count, name) triples
+# ARGV: prefix, node, replace (0/1), number of users, (user, count, name) triples, then rooms
+# as '+name' (has members on this node) or '-name' (has none); replace: the list is complete
 _APPLY = (
     _COMMON
     + """
-local node, replace = ARGV[2], ARGV[3] == '1'
-local nodekey = p .. 'presence:node:' .. node
+local node, replace, nusers = ARGV[2], ARGV[3] == '1', tonumber(ARGV[4])
+local nodekey, roomset = p .. 'presence:node:' .. node, p .. 'node:' .. node .. ':rooms'
 redis.call('SADD', p .. 'nodes', node)
 local online, offline, listed = {}, {}, {}
-for i = 4, #ARGV, 3 do
+local first_room = 5 + 3 * nusers
+for i = 5, first_room - 1, 3 do
   listed[ARGV[i]] = true
   set_count(nodekey, ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], online, offline)
+end
+local present = {}
+for i = first_room, #ARGV do
+  local room = string.sub(ARGV[i], 2)
+  if string.sub(ARGV[i], 1, 1) == '+' then
+    present[room] = true
+    if redis.call('SADD', roomset, room) == 1 then redis.call('HINCRBY', roomnodes, room, 1) end
+  elseif redis.call('SREM', roomset, room) == 1 then
+    drop_room(room)
+  end
 end
 if replace then
   for _, user in ipairs(redis.call('HKEYS', nodekey)) do
     if not listed[user] then set_count(nodekey, user, 0, user, online, offline) end
+  end
+  for _, room in ipairs(redis.call('SMEMBERS', roomset)) do
+    if not present[room] then
+      redis.call('SREM', roomset, room)
+      drop_room(room)
+    end
   end
 end
 return {online, offline}
@@ -90,7 +118,9 @@ for _, node in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
     for _, user in ipairs(redis.call('HKEYS', nodekey)) do
       set_count(nodekey, user, 0, user, online, offline)
     end
-    redis.call('DEL', nodekey, p .. 'node:' .. node .. ':rooms')
+    local roomset = p .. 'node:' .. node .. ':rooms'
+    for _, room in ipairs(redis.call('SMEMBERS', roomset)) do drop_room(room) end
+    redis.call('DEL', nodekey, roomset)
     redis.call('SREM', p .. 'nodes', node)
   end
 end
@@ -98,33 +128,26 @@ return offline
 """
 )
 
-# ARGV: prefix, node, ttl ms, statistics json, then room names
+# ARGV: prefix, node, ttl ms, statistics json
 _HEARTBEAT = """
 local p, node, ttl = ARGV[1], ARGV[2], ARGV[3]
-local alive, rooms = p .. 'node:' .. node, p .. 'node:' .. node .. ':rooms'
+local alive = p .. 'node:' .. node
 local existed = redis.call('EXISTS', alive)
 redis.call('SET', alive, ARGV[4], 'PX', ttl)
 redis.call('SADD', p .. 'nodes', node)
-redis.call('DEL', rooms)
-for i = 5, #ARGV do redis.call('SADD', rooms, ARGV[i]) end
-redis.call('PEXPIRE', rooms, ttl)
 return existed
 """
 
-# ARGV: prefix
+# ARGV: prefix. O(nodes): every other figure is maintained by the writes.
 _STATS = """
 local p = ARGV[1]
-local nodes, roomkeys = 0, {}
+local nodes = 0
 for _, node in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
-  if redis.call('EXISTS', p .. 'node:' .. node) == 1 then
-    nodes = nodes + 1
-    table.insert(roomkeys, p .. 'node:' .. node .. ':rooms')
-  end
+  if redis.call('EXISTS', p .. 'node:' .. node) == 1 then nodes = nodes + 1 end
 end
-local rooms = 0
-if #roomkeys > 0 then rooms = #redis.call('SUNION', unpack(roomkeys)) end
 return {redis.call('HLEN', p .. 'presence:users'),
-        tonumber(redis.call('GET', p .. 'presence:connections') or '0'), nodes, rooms}
+        tonumber(redis.call('GET', p .. 'presence:connections') or '0'), nodes,
+        redis.call('HLEN', p .. 'presence:rooms')}
 """
 
 
@@ -148,10 +171,11 @@ class RedisPresenceStore:
         self._heartbeat = client.register_script(_HEARTBEAT)
         self._stats = client.register_script(_STATS)
 
-    async def apply(self, counts: dict[str, tuple[int, str]], replace: bool) -> Transitions:
-        args: list[Any] = [PREFIX, self.node_id, int(replace)]
+    async def apply(self, counts: dict[str, tuple[int, str]], rooms: dict[str, bool], replace: bool) -> Transitions:
+        args: list[Any] = [PREFIX, self.node_id, int(replace), len(counts)]
         for user_id, (count, name) in counts.items():
             args += [user_id, count, name]
+        args += [("+" if present else "-") + room for room, present in rooms.items()]
         online, offline = await self._apply(args=args)
         return Transitions(_pairs(online), _pairs(offline))
 
@@ -159,12 +183,11 @@ class RedisPresenceStore:
         stats = {
             "clients": snapshot.clients,
             "online_users": snapshot.online_users,
-            "rooms": len(snapshot.rooms),
+            "rooms": snapshot.rooms,
             "transports": snapshot.transports,
             "uptime": round(snapshot.uptime, 1),
         }
-        args = [PREFIX, self.node_id, self._alive_ms, json.dumps(stats), *sorted(snapshot.rooms)]
-        return not await self._heartbeat(args=args)
+        return not await self._heartbeat(args=[PREFIX, self.node_id, self._alive_ms, json.dumps(stats)])
 
     async def sweep(self) -> list[User]:
         return _pairs(await self._sweep(args=[PREFIX]))
@@ -186,5 +209,4 @@ class RedisPresenceStore:
     async def close(self) -> None:
         """Mark this node dead now rather than at expiry: whatever it could not write as gone
         is then cleaned up (and announced) by the next sweep of another node."""
-        node = PREFIX + "node:" + self.node_id
-        await self._redis.delete(node, node + ":rooms")
+        await self._redis.delete(PREFIX + "node:" + self.node_id)

@@ -119,7 +119,14 @@ def create_sio(settings: Settings) -> GatewayServer:
 
 def create_app(settings: Settings) -> web.Application:
     """The whole gateway as one aiohttp application (used by the CLI and by embedders)."""
-    verifier = TokenVerifier(settings.jwt_public_key or settings.jwt_secret or "", settings.jwt_algorithms)
+    verifier = TokenVerifier(
+        settings.jwt_algorithms,
+        secret=settings.jwt_secret,
+        public_key=settings.jwt_public_key,
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+        leeway=settings.jwt_leeway,
+    )
     sio = create_sio(settings)
     events = ClientEvents(sio, settings, verifier)
     sio.events = events

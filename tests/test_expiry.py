@@ -33,7 +33,8 @@ async def refused(url: str, token: str) -> dict:
     return errors[0]
 
 
-async def test_expired_token_closes_both_transports(gateway, clients):
+async def test_expired_token_closes_both_transports(gateway_factory, clients):
+    gateway = gateway_factory(env={"JWT_LEEWAY": "0"})  # closed at exp exactly
     sio = await clients.sio(gateway.url, make_token(uid(), ttl=2))
     ws = await clients.ws(gateway.ws_url, make_token(uid(), ttl=2))
     keeps = await clients.sio(gateway.url, make_token(uid(), ttl=60))

@@ -28,6 +28,7 @@ from referencing.jsonschema import DRAFT202012
 SPEC: dict[str, Any] = json.loads((ROOT / "app" / "openapi.json").read_text())
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 KEY = "openapi-test-key"
+OPS = "openapi-ops-token"
 URI = "urn:realtime-gateway:openapi"
 REGISTRY = Registry().with_resource(URI, Resource.from_contents(SPEC, default_specification=DRAFT202012))
 # Not part of the HTTP API: Engine.IO's own endpoint (its protocol specifies it) and the console's
@@ -181,7 +182,7 @@ async def until(probe: Any, timeout: float = WAIT) -> None:
 
 async def test_real_answers_match_the_documented_schemas(gateway_factory, redis_server, clients):
     single = gateway_factory(env={"API_KEY": KEY, "MAX_MESSAGE_BYTES": "2048"})
-    dev = gateway_factory(env={"JWT_SECRET": ""})  # development mode, no API key
+    dev = gateway_factory(env={"JWT_SECRET": "", "OPS_TOKEN": OPS})  # development mode, no API key
     clustered = gateway_factory(env={"API_KEY": KEY, "REDIS_URL": redis_server.url})
     key = {"Authorization": f"Bearer {KEY}"}
     token = make_token("openapi-user", "OpenAPI User")
@@ -200,6 +201,9 @@ async def test_real_answers_match_the_documented_schemas(gateway_factory, redis_
         assert stats["scope"] == "node" and stats["node"]["transports"] == {"socket.io": 1, "websocket": 1}
         metrics = await check(single.url, "GET", "/metrics", 200)
         assert "gateway_connections" in metrics
+        for path in ("/ws/stats", "/metrics"):  # behind --ops-token
+            await check(dev.url, "GET", path, 401)
+            await check(dev.url, "GET", path, 200, headers={"Authorization": f"Bearer {OPS}"})
         served = await check(single.url, "GET", PATH, 200)
         assert served == SPEC
 
@@ -229,6 +233,8 @@ async def test_real_answers_match_the_documented_schemas(gateway_factory, redis_
         await check(single.url, "GET", "/api/history?room=lobby", 401)
         await check(single.url, "POST", "/api/revoke", 200, json={"jti": "j-1", "expires_at": 2e9}, headers=key)
         await check(single.url, "POST", "/api/revoke", 400, json={"jti": ""}, headers=key)
+        bad = await check(single.url, "POST", "/api/revoke", 400, data=b'{"jti": "j", "expires_at": NaN}', headers=key)
+        assert bad["error"]["field"] == "expires_at"
         await check(single.url, "POST", "/api/revoke", 401, json={"jti": "j-1"})
         await check(dev.url, "POST", "/api/revoke", 403, json={"jti": "j-1"}, headers=key)
 
@@ -266,6 +272,12 @@ async def test_real_answers_match_the_documented_schemas(gateway_factory, redis_
         redis_server.kill()
         await check(clustered.url, "GET", "/readyz", 503)
         await check(clustered.url, "GET", "/ws/online-users", 503, headers=bearer)
+
+        async def stats_degraded() -> bool:  # cluster figures are reused for up to a second
+            async with http.get(f"{clustered.url}/ws/stats") as response:
+                return (await response.json())["scope"] == "node"
+
+        await until(stats_degraded)
         stats = await check(clustered.url, "GET", "/ws/stats", 200)
         assert stats["scope"] == "node" and stats["error"]
         degraded = await check(clustered.url, "GET", "/api/ops/nodes", 200, headers=key)

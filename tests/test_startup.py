@@ -47,6 +47,9 @@ async def test_zero_config_start_prints_a_working_demo_token(gateway_factory, cl
     assert plain.inbox.of_type("welcome")[0]["content"]["username"] == "Demo User"
 
 
+PEM_TEXT = "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n"
+
+
 @pytest.mark.parametrize(
     ("args", "env", "needle"),
     [
@@ -58,6 +61,9 @@ async def test_zero_config_start_prints_a_working_demo_token(gateway_factory, cl
         (["--jwt-algorithms", "none"], {"JWT_SECRET": "s"}, "unsupported"),
         ([], {"PORT": "eighty"}, "PORT='eighty' is not valid for --port"),
         (["--port", "99999"], {"JWT_SECRET": "s"}, "--port"),
+        (["--jwt-algorithms", "HS256,RS256", "--jwt-public-key", PEM_TEXT], {}, "need --jwt-secret"),
+        (["--jwt-leeway", "3600"], {"JWT_SECRET": "s"}, "--jwt-leeway"),
+        (["--protected-rooms", "x" * 129], {"JWT_SECRET": "s"}, "--protected-rooms"),
     ],
     ids=[
         "cluster-without-secret",
@@ -68,6 +74,9 @@ async def test_zero_config_start_prints_a_working_demo_token(gateway_factory, cl
         "alg-none",
         "non-numeric-env",
         "port-range",
+        "hs256-with-public-key-only",
+        "leeway-too-large",
+        "protected-pattern-too-long",
     ],
 )
 def test_bad_configuration_is_one_line_and_exit_2(args, env, needle):
@@ -99,6 +108,11 @@ def test_help_documents_every_option():
         "--jwt-secret",
         "--jwt-algorithms",
         "--jwt-public-key",
+        "--jwt-audience",
+        "--jwt-issuer",
+        "--jwt-leeway",
+        "--protected-rooms",
+        "--ops-token",
         "--cors-origins",
         "--max-message-bytes",
         "--ping-interval",

@@ -85,6 +85,7 @@ export class Gateway {
         HOST: '127.0.0.1',
         PORT: String(this.port),
         LOG_LEVEL: 'WARNING',
+        JWT_LEEWAY: '0', // the expiry tests time the close at exp itself
         REDIS_URL: '',
         API_KEY: this.#apiKey,
         ...this.#env,
