@@ -191,3 +191,32 @@ async def test_revoke_refuses_an_expires_at_that_is_not_a_finite_number(redis_se
             async with http.post(f"{server.url}/api/revoke", json=body, headers=headers) as r:
                 assert r.status == 200 and await r.json() == {"ok": True, "jti": body["jti"]}
     assert (await refusal(server.url, make_token(uid(), jti=jti)))["message"] == "token revoked"
+
+
+async def test_recovered_session_keeps_only_the_rooms_the_new_token_may_join(gateway_factory, clients):
+    server = gateway_factory(env={"PROTECTED_ROOMS": "admins"})
+    user, lobby = uid("user"), uid("lobby")
+    sender = await clients.sio(server.url, make_token(uid(), rooms=["admins", "lobby-*"]))
+    assert (await sender.call("join_room", "admins"))["ok"] and (await sender.call("join_room", lobby))["ok"]
+    first = await clients.ws(server.ws_url, make_token(user, rooms=["admins", "lobby-*"]))
+    for room in ("admins", lobby):
+        await first.send({"type": "join_room", "content": room, "id": room})
+        assert (await first.inbox.next("ack"))["content"]["ok"] is True
+    before = await sender.call("room_message", {"room": lobby, "text": "before"})
+    seen = await first.inbox.next("room_message", id=before["message_id"])
+    session = first.inbox.of_type("welcome")[0]["content"]["session"]
+    await first.close()
+
+    secret = await sender.call("room_message", {"room": "admins", "text": "admins only"})
+    missed = await sender.call("room_message", {"room": lobby, "text": "missed"})
+    # the device comes back with a token that no longer grants admins
+    query = f"&session={session}&offset={seen['offset']}"
+    second = await clients.ws(server.ws_url, make_token(user) + query)
+    assert second.inbox.of_type("welcome")[0]["content"]["recovered"] is True
+    assert (await second.inbox.next("room_message", id=missed["message_id"]))["room"] == lobby
+    live = await sender.call("room_message", {"room": "admins", "text": "still admins only"})
+    await sender.inbox.next("room_message", id=live["message_id"])
+    received = {e["id"] for e in await second.inbox.quiet("room_message")} | {missed["message_id"]}
+    assert secret["message_id"] not in received and live["message_id"] not in received
+    await second.send({"type": "room_message", "content": {"room": "admins", "text": "x"}, "id": "post"})
+    assert (await second.inbox.next("ack"))["content"]["error"]["code"] == 403
