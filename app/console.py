@@ -7,7 +7,8 @@ shipped in the wheel, so a plain ``pip install`` serves it without Node.
 Routes:
 
 - ``GET /console`` redirects to ``/console/`` (relative, so it also works under a proxy prefix);
-  ``GET /console/`` is the page and ``GET /console/<file>`` its assets.
+  ``GET /console/`` is the page, ``GET /console/ops`` the operator page (it reads
+  :mod:`realtime_gateway.ops_api` with the API key), and ``GET /console/<file>`` their assets.
 - ``GET /console/config`` tells the page what this gateway offers: ``{"dev_tokens", "publish_api"}``.
 - ``POST /console/dev-token`` ``{"username": "Alice", "user_id"?: "alice"}`` answers
   ``{"token", "user_id", "username", "expires_in"}``: a one-hour token signed with the secret the
@@ -45,6 +46,8 @@ PAGE_HEADERS = {
     "Cache-Control": "no-cache",
 }
 ASSET_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+PAGES = {"/console/": "index.html", "/console/ops": "ops.html"}
+"""The HTML pages, by route; every other file of the build is an asset under its own name."""
 CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".png": "image/png"}
 
 
@@ -52,11 +55,14 @@ def install_console(app: web.Application, settings: Settings) -> None:
     """Add the console's routes to the gateway application (the dev-token route in dev mode only)."""
     assets = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file()} if STATIC_DIR.is_dir() else {}
 
-    async def page(request: web.Request) -> web.StreamResponse:
-        index = assets.get("index.html")
-        if index is None:
-            return error_response(404, "console assets are not installed")
-        return web.FileResponse(index, headers={**PAGE_HEADERS, "Content-Type": "text/html; charset=utf-8"})
+    def page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def serve(request: web.Request) -> web.StreamResponse:
+            html = assets.get(name)
+            if html is None:
+                return error_response(404, "console assets are not installed")
+            return web.FileResponse(html, headers={**PAGE_HEADERS, "Content-Type": "text/html; charset=utf-8"})
+
+        return serve
 
     def asset(path: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         content_type = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
@@ -75,11 +81,12 @@ def install_console(app: web.Application, settings: Settings) -> None:
         )
 
     app.router.add_get("/console", redirect_to_slash)
-    app.router.add_get("/console/", page)
+    for route, name in PAGES.items():
+        app.router.add_get(route, page(name))
     app.router.add_get("/console/config", config)
     # one route per file: no path from the request ever reaches the file system
     for name, path in sorted(assets.items()):
-        if name != "index.html":
+        if name not in PAGES.values():
             app.router.add_get(f"/console/{name}", asset(path))
     if settings.dev_secret:
         app.router.add_post("/console/dev-token", dev_token_handler(settings))

@@ -1,6 +1,6 @@
 // Builds the console into app/static/console/ (or the directory given as the first argument):
 // console.js (src/console.ts + the frontend-adapter + socket.io-client, one ES module),
-// console.css and index.html. The output is committed; the same inputs give the same bytes
+// ops.js (the operator page, src/ops.ts), console.css (both pages), index.html and ops.html. The output is committed; the same inputs give the same bytes
 // (no timestamps, no absolute paths, no source maps), which tests/test_console.py checks.
 import { copyFile, mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
@@ -10,7 +10,8 @@ import * as esbuild from 'esbuild';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const outdir = path.resolve(process.argv[2] ?? path.join(here, '..', 'app', 'static', 'console'));
-const OUTPUTS = ['index.html', 'console.js', 'console.css'];
+const PAGES = ['index.html', 'ops.html'];
+const OUTPUTS = [...PAGES, 'console.js', 'ops.js', 'console.css'];
 
 // The frontend-adapter imports socket.io-client; take it from this package's lock file (not from
 // frontend-adapter/node_modules, which may be absent or at another version), so this build
@@ -39,20 +40,22 @@ const common = {
   logLevel: 'warning',
   sourcemap: false,
 };
-await esbuild.build({
-  ...common,
-  entryPoints: ['src/console.ts'],
-  outfile: path.join(outdir, 'console.js'),
-  format: 'esm',
-  platform: 'browser',
-  target: ['es2022', 'chrome100', 'firefox100', 'safari15.4'],
-  plugins: [ownSocketIo],
-});
+for (const entry of ['console', 'ops']) {
+  await esbuild.build({
+    ...common,
+    entryPoints: [`src/${entry}.ts`],
+    outfile: path.join(outdir, `${entry}.js`),
+    format: 'esm',
+    platform: 'browser',
+    target: ['es2022', 'chrome100', 'firefox100', 'safari15.4'],
+    plugins: [ownSocketIo],
+  });
+}
 await esbuild.build({
   ...common,
   entryPoints: ['src/console.css'],
   outfile: path.join(outdir, 'console.css'),
   target: ['chrome100', 'firefox100', 'safari15.4'],
 });
-await copyFile(path.join(here, 'src', 'index.html'), path.join(outdir, 'index.html'));
+for (const page of PAGES) await copyFile(path.join(here, 'src', page), path.join(outdir, page));
 console.log(`console built into ${path.relative(process.cwd(), outdir) || '.'}`);

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import zipfile
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +33,7 @@ CONSOLE_DIR = ROOT / "console"
 STATIC_DIR = ROOT / "app" / "static" / "console"
 SPEC = ROOT / "tests" / "browser" / "console.spec.mjs"
 OUT_DIR = ROOT / "test-output" / "console"
-ASSETS = {"index.html", "console.js", "console.css"}
+ASSETS = {"index.html", "ops.html", "console.js", "ops.js", "console.css"}
 BROWSER_TIMEOUT = 100  # below pytest's own timeout (120 s), for a clearer message
 
 
@@ -126,7 +127,14 @@ async def test_console_page_and_assets_are_served(gateway):
                 assert response.status == 200
                 assert response.content_type == content_type
                 assert await response.read() == (STATIC_DIR / name).read_bytes()
-        for missing in ("nope.js", "index.html", "..%2Fconsole.py"):
+        async with http.get(f"{gateway.url}/console/ops") as response:
+            assert response.status == 200 and response.content_type == "text/html"
+            assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+            page = await response.text()
+            assert '<script type="module" src="ops.js">' in page and 'data-testid="ops-key-form"' in page
+        async with http.get(f"{gateway.url}/console/ops.js") as response:
+            assert response.status == 200 and response.content_type == "text/javascript"
+        for missing in ("nope.js", "index.html", "ops.html", "..%2Fconsole.py"):
             async with http.get(f"{gateway.url}/console/{missing}") as response:
                 assert response.status == 404, missing
         async with http.get(f"{gateway.url}/console/config") as response:
@@ -249,3 +257,24 @@ def test_browser_console_reconnects_after_a_gateway_restart(gateway_factory):
 
     run_scenario("reconnect", on_request, urls=[node.url], tokens={"alice": make_token("alice", "Alice")})
     assert restarted
+
+
+def test_browser_operator_page_shows_the_cluster_and_disconnects_a_user(redis_server, gateway_factory):
+    """Two nodes on Redis: the operator page (API key) lists both nodes with live charts, the
+    rooms with their members, carol's connections on both nodes, and disconnects her everywhere.
+    Its screenshot is test-output/console/operator.png (docs/operator-page.png is a copy)."""
+    key = "operator-test-key"
+    env = {"REDIS_URL": redis_server.url, "API_KEY": key}
+    nodes = [gateway_factory(env=env), gateway_factory(env=env)]
+    tokens: dict[str, Any] = {user: make_token(user, user.capitalize()) for user in ("alice", "bob", "carol")}
+    tokens["extra"] = [make_token(f"user-{n}", f"User {n}") for n in range(4)]
+    with urllib.request.urlopen(f"{nodes[0].url}/api/openapi.json", timeout=10) as answer:
+        disconnect_api = "/api/disconnect" in json.load(answer)["paths"]
+    run_scenario(
+        "operator",
+        urls=[n.url for n in nodes],
+        pids=[n.proc.pid for n in nodes if n.proc],
+        tokens=tokens,
+        apiKey=key,
+        disconnectApi=disconnect_api,
+    )

@@ -19,7 +19,7 @@ from conftest import ROOT, SECRET, WAIT, make_token
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 from realtime_gateway.config import Settings
-from realtime_gateway.console import STATIC_DIR
+from realtime_gateway.console import PAGES, STATIC_DIR
 from realtime_gateway.openapi import DOCUMENT, PATH
 from realtime_gateway.server import create_app
 from referencing import Registry, Resource
@@ -33,7 +33,7 @@ URI = "urn:realtime-gateway:openapi"
 REGISTRY = Registry().with_resource(URI, Resource.from_contents(SPEC, default_specification=DRAFT202012))
 # Not part of the HTTP API: Engine.IO's own endpoint (its protocol specifies it) and the console's
 # static page and assets (HTML, JavaScript, CSS for a browser; its JSON endpoints are documented).
-UNDOCUMENTED = {"/socket.io/", "/console", "/console/"} | {f"/console/{p.name}" for p in STATIC_DIR.iterdir()}
+UNDOCUMENTED = {"/socket.io/", "/console", *PAGES} | {f"/console/{p.name}" for p in STATIC_DIR.iterdir()}
 
 
 def operations() -> dict[tuple[str, str], dict[str, Any]]:

@@ -8,22 +8,15 @@
 import { AuthError, RealtimeClient, ServerError, type ConnectionState, type Envelope } from '../../frontend-adapter/src/index.js';
 
 import { byTestId, clock, errorMessage, h, isRecord, preview, safeUrl, text } from './dom.js';
+import { API_KEY_KEY, consoleBase, gatewayBase, gatewayUrl } from './session.js';
 
 const TOKEN_KEY = 'realtime-gateway-console:token';
-const API_KEY_KEY = 'realtime-gateway-console:api-key';
 const FEED_LIMIT = 300;
 const CHAT_LIMIT = 500;
 /** Messages of a room's history shown when it is joined (the gateway answers at most 100). */
 const BACKLOG = 100;
 const TOAST_MS = 8000;
 const TOASTS_SHOWN = 4;
-
-const consoleBase = new URL('./', location.href);
-const gatewayBase = new URL('../', consoleBase);
-
-function gatewayUrl(path: string): string {
-  return new URL(path, gatewayBase).href;
-}
 
 interface Config {
   dev_tokens: boolean;

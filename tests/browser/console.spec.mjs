@@ -11,12 +11,14 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { promisify } from 'node:util';
 
 const require = createRequire(new URL('../../console/package.json', import.meta.url));
 const { chromium } = require('playwright-core');
+const { io } = require('socket.io-client');
 
 const config = JSON.parse(process.env.CONSOLE_TEST ?? '{}');
 const WAIT = 10_000;
@@ -342,7 +344,180 @@ const scenarios = {
     assert.equal(await chatMessage(alice, 'ops', 'before the restart').count(), 1, 'the chat history stays');
     await screenshot(alice, 'reconnect-alice');
   },
+
+  /** Two nodes: the operator page shows both, their live charts, the rooms, a user's connections
+   * on both nodes, and disconnects that user everywhere. */
+  async operator(browser) {
+    const [url1, url2] = config.urls;
+    const [pid1, pid2] = config.pids;
+    const { alice, bob, carol } = config.tokens;
+    const talker = await socketClient(url1, alice, ['websocket'], ['lobby', 'ops:alerts']);
+    const pinged = await socketClient(url2, bob, ['polling'], ['lobby']);
+    const carolHere = await socketClient(url1, carol, ['websocket'], ['support']);
+    const carolThere = await socketClient(url2, carol, ['polling'], ['support', 'lobby']);
+    // traffic for the messages-per-second lines: node 1 alternates 10 and 20 messages/s every 4 s,
+    // node 2 answers a ping every 250 ms
+    let ticks = 0;
+    const traffic = setInterval(() => {
+      ticks += 1;
+      const burst = Math.floor(ticks / 40) % 2 === 1 ? 2 : 1;
+      for (let n = 0; n < burst; n += 1) talker.emit('room_message', { room: 'lobby', text: 'tick' });
+    }, 100);
+    const pinger = setInterval(() => pinged.emit('ping', {}), 250);
+
+    try {
+      const page = await openConsole(browser, 'operator', `${url1}/console/ops`, { width: 1400, height: 1000 });
+      await byId(page, 'ops-key').fill('not-the-key');
+      await byId(page, 'ops-key-submit').click();
+      await byId(page, 'ops-login-error').filter({ hasText: 'refused (401)' }).waitFor();
+      assert.equal(await page.evaluate(() => sessionStorage.length), 0, 'a refused key is not kept');
+      await byId(page, 'ops-key').fill(config.apiKey);
+      await byId(page, 'ops-key-submit').click();
+      await page.locator('[data-testid="ops-status"][data-state="connected"]').waitFor();
+      await byId(page, 'ops-scope').filter({ hasText: '2 nodes · cluster' }).waitFor();
+
+      // both nodes, each with its own figures
+      for (const [pid, clients, rooms] of [
+        [pid1, '2', '3'],
+        [pid2, '2', '2'],
+      ]) {
+        const row = nodeRow(page, pid);
+        await row.waitFor();
+        assert.equal(await cell(row, 'clients'), clients, `connections of node ${pid}`);
+        assert.equal(await cell(row, 'rooms'), rooms, `rooms of node ${pid}`);
+        assert.equal(await cell(row, 'online_users'), '2');
+      }
+      assert.match(await cell(nodeRow(page, pid2), 'transports'), /socket\.io 2/);
+      // live charts: a line per node, growing with each poll; node 1 carries the traffic
+      const node1 = await nodeRow(page, pid1).getAttribute('data-node');
+      const node2 = await nodeRow(page, pid2).getAttribute('data-node');
+      const line = (chart, node) => page.locator(`[data-testid="${chart}"] polyline[data-node="${node}"]`);
+      await page.waitForFunction(
+        (node) => Number(document.querySelector(`[data-testid="chart-messages"] polyline[data-node="${node}"]`)?.dataset.points) >= 3,
+        node1,
+        { timeout: 20_000 },
+      );
+      assert.ok(Number(await line('chart-messages', node1).getAttribute('data-last')) >= 3, 'about 10 messages/s on node 1');
+      assert.equal(await line('chart-connections', node2).getAttribute('data-last'), '2');
+      assert.equal(await line('chart-rooms', node1).getAttribute('data-last'), '3');
+      assert.equal(await page.locator('[data-testid="chart-legend"] li').count(), 2);
+
+      // rooms, cluster-wide
+      const room = (name) => page.locator(`[data-testid="room-row"][data-room="${name}"]`);
+      await room('lobby').waitFor();
+      assert.equal(await cell(room('lobby'), 'members'), '3');
+      assert.equal(await cell(room('lobby'), 'nodes'), '2');
+      assert.equal(await cell(room('support'), 'members'), '2');
+      assert.equal(await cell(room('ops:alerts'), 'members'), '1');
+      assert.deepEqual(
+        await page.locator('[data-testid="room-row"]').evaluateAll((rows) => rows.map((row) => row.dataset.room)),
+        ['lobby', 'support', 'ops:alerts'],
+        'largest first',
+      );
+
+      // a user's connections on both nodes
+      await byId(page, 'user-input').fill('carol');
+      await byId(page, 'user-lookup').click();
+      const connections = page.locator('[data-testid="user-connection"]');
+      await page.locator('[data-testid="user-result"][data-online="true"]').waitFor();
+      assert.equal(await connections.count(), 2);
+      const shown = await connections.evaluateAll((rows) =>
+        rows.map((row) => [...row.querySelectorAll('td')].map((td) => td.textContent)),
+      );
+      assert.deepEqual(shown.map((row) => row[0]).sort(), [`${hostname()}:${pid1}`, `${hostname()}:${pid2}`].sort());
+      assert.deepEqual(shown.map((row) => row[1]).sort(), ['socket.io (polling)', 'socket.io (websocket)']);
+      assert.ok(shown.every((row) => / ago\)$/.test(row[2])), `since: ${shown.map((row) => row[2])}`);
+      assert.deepEqual(shown.map((row) => row[3]).sort(), ['lobby, support', 'support']);
+      await byId(page, 'user-name').filter({ hasText: 'Carol (carol)' }).waitFor();
+
+      // more clients arrive on node 2, one per poll: the charts show them come in
+      const arrivals = [];
+      for (const [n, token] of config.tokens.extra.entries()) {
+        arrivals.push(await socketClient(url2, token, ['websocket'], ['lobby', `team:${n % 2}`]));
+        await nodeRow(page, pid2).locator('[data-field="clients"]', { hasText: new RegExp(`^${3 + n}$`) }).waitFor();
+      }
+      await page.waitForFunction(
+        () => Number(document.querySelector('[data-testid="chart-connections"] polyline')?.dataset.points) >= 12,
+        null,
+        { timeout: 40_000 },
+      );
+      await screenshot(page, 'operator');
+      const extra = arrivals.length;
+
+      // disconnect carol everywhere: two clicks (the first arms the button)
+      const gone = [carolHere, carolThere].map(
+        (socket) => new Promise((resolve) => socket.once('disconnect', (reason) => resolve(reason))),
+      );
+      await byId(page, 'user-disconnect').click();
+      await page.locator('[data-testid="user-disconnect"][data-armed="true"]').waitFor();
+      await byId(page, 'user-disconnect').click();
+      if (config.disconnectApi) {
+        await byId(page, 'user-message').filter({ hasText: 'Disconnected carol' }).waitFor();
+        const reasons = await Promise.race([
+          Promise.all(gone),
+          new Promise((_, reject) => setTimeout(() => reject(new Error('carol was not disconnected')), WAIT)),
+        ]);
+        assert.deepEqual(reasons, ['io server disconnect', 'io server disconnect']);
+        await page.locator('[data-testid="user-result"][data-online="false"]').waitFor({ timeout: 15_000 });
+        assert.equal(await connections.count(), 0);
+        await byId(page, 'user-disconnect').waitFor({ state: 'hidden' });
+        await byId(page, 'ops-scope').filter({ hasText: '2 nodes' }).waitFor();
+        await nodeRow(page, pid1).locator('[data-field="clients"]', { hasText: /^1$/ }).waitFor();
+        await nodeRow(page, pid2).locator('[data-field="clients"]', { hasText: new RegExp(`^${1 + extra}$`) }).waitFor();
+      } else {
+        // the cluster-wide disconnect API is not on this gateway: the page says so, nobody is cut off
+        await byId(page, 'user-message').filter({ hasText: 'POST /api/disconnect answered 404' }).waitFor();
+        assert.ok(carolHere.connected && carolThere.connected);
+      }
+      await screenshot(page, 'operator-after-disconnect');
+
+      // the console links here, and the key typed here is the console's too (same tab)
+      await byId(page, 'console-link').click();
+      await page.locator('body[data-ready="true"]').waitFor();
+      assert.equal(await byId(page, 'api-key').inputValue(), config.apiKey);
+      await byId(page, 'operator-link').click();
+      await page.locator('[data-testid="ops-status"][data-state="connected"]').waitFor();
+      await byId(page, 'ops-logout').click();
+      await byId(page, 'ops-login').waitFor({ state: 'visible' });
+      assert.equal(await page.evaluate(() => sessionStorage.length), 0, 'locking forgets the key');
+    } finally {
+      clearInterval(traffic);
+      clearInterval(pinger);
+      for (const socket of sockets) socket.disconnect();
+    }
+  },
 };
+
+/** A Socket.IO client of the test itself (not a page): connected, in its rooms, never reconnecting. */
+async function socketClient(url, token, transports, rooms) {
+  const socket = io(url, { auth: { token }, transports, reconnection: false, forceNew: true });
+  sockets.push(socket);
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no connection to ${url} within ${WAIT} ms`)), WAIT);
+    socket.once('welcome', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    socket.once('connect_error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+  });
+  for (const room of rooms) {
+    const ack = await socket.timeout(WAIT).emitWithAck('join_room', room);
+    assert.equal(ack.ok, true, JSON.stringify(ack));
+  }
+  return socket;
+}
+
+const sockets = [];
+
+/** The node row of the operator page for the gateway process `pid` (node names are host:pid). */
+const nodeRow = (page, pid) => page.locator('[data-testid="node-row"]', { hasText: `${hostname()}:${pid}` });
+
+async function cell(locator, field) {
+  return (await locator.locator(`[data-field="${field}"]`).textContent()).trim();
+}
 
 /** Asks the test driver (tests/test_console.py) for something, and waits for its answer on stdin. */
 async function askDriver(request, timeoutMs = 60_000) {
