@@ -1,7 +1,7 @@
 """The operator API behind the console's operator page: the cluster's nodes, rooms and users.
 
-All three take ``Authorization: Bearer <API_KEY>`` (403 while the node has no API key, 401 for a
-wrong one) and answer for the whole cluster, gathered from every node when asked
+All three take ``Authorization: Bearer <API_KEY>`` or ``Bearer <OPS_TOKEN>`` (403 while the node
+has neither, 401 for a wrong one) and answer for the whole cluster, gathered from every node when asked
 (:mod:`realtime_gateway.cluster_query`):
 
 - ``GET /api/ops/nodes``: each node's connections, users, rooms, transports, uptime and message
@@ -77,11 +77,13 @@ class OperatorAPI:
     # -- HTTP -------------------------------------------------------------------------------
 
     def _refusal(self, request: web.Request) -> web.Response | None:
-        key = self.settings.api_key
-        if not key:
-            return error_response(403, "API_KEY is not set: the operator API is disabled")
-        if not api_key_matches(request.headers, key):
-            return error_response(401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
+        """None when the request carries the API key or the ops token (reading the cluster is an
+        operator's job; changing it, e.g. ``POST /api/disconnect``, stays with the API key)."""
+        secrets = [secret for secret in (self.settings.api_key, self.settings.ops_token) if secret]
+        if not secrets:
+            return error_response(403, "neither API_KEY nor OPS_TOKEN is set: the operator API is disabled")
+        if not any(api_key_matches(request.headers, secret) for secret in secrets):
+            return error_response(401, "missing or wrong API key or ops token", headers={"WWW-Authenticate": "Bearer"})
         return None
 
     async def _ask(self, question: str, args: Mapping[str, Any]) -> tuple[Gathered, dict[str, Any]]:

@@ -261,10 +261,11 @@ def test_browser_console_reconnects_after_a_gateway_restart(gateway_factory):
 
 def test_browser_operator_page_shows_the_cluster_and_disconnects_a_user(redis_server, gateway_factory):
     """Two nodes on Redis: the operator page (API key) lists both nodes with live charts, the
-    rooms with their members, carol's connections on both nodes, and disconnects her everywhere.
+    rooms with their members, carol's connections on both nodes, and disconnects her everywhere;
+    with the ops token it shows the same, and disconnecting is refused.
     Its screenshot is test-output/console/operator.png (docs/operator-page.png is a copy)."""
-    key = "operator-test-key"
-    env = {"REDIS_URL": redis_server.url, "API_KEY": key}
+    key, ops_token = "operator-test-key", "operator-test-ops-token"
+    env = {"REDIS_URL": redis_server.url, "API_KEY": key, "OPS_TOKEN": ops_token}
     nodes = [gateway_factory(env=env), gateway_factory(env=env)]
     tokens: dict[str, Any] = {user: make_token(user, user.capitalize()) for user in ("alice", "bob", "carol")}
     tokens["extra"] = [make_token(f"user-{n}", f"User {n}") for n in range(4)]
@@ -276,5 +277,6 @@ def test_browser_operator_page_shows_the_cluster_and_disconnects_a_user(redis_se
         pids=[n.proc.pid for n in nodes if n.proc],
         tokens=tokens,
         apiKey=key,
+        opsToken=ops_token,
         disconnectApi=disconnect_api,
     )

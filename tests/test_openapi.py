@@ -262,9 +262,11 @@ async def test_real_answers_match_the_documented_schemas(gateway_factory, redis_
         user = await check(clustered.url, "GET", "/api/ops/users/openapi-alice", 200, headers=key)
         assert user["online"] and user["connections"][0]["engineio"] == "websocket"
         await check(clustered.url, "GET", "/api/ops/users/nobody", 200, headers=key)
+        closed = gateway_factory()  # neither an API key nor an ops token
         for path in ("/api/ops/nodes", "/api/ops/rooms", "/api/ops/users/openapi-alice"):
             await check(single.url, "GET", path, 401)
-            await check(dev.url, "GET", path, 403, headers=key)
+            await check(dev.url, "GET", path, 200, headers={"Authorization": f"Bearer {OPS}"})
+            await check(closed.url, "GET", path, 403, headers=key)
 
         # a cluster node, then the same node once its Redis is gone
         stats = await check(clustered.url, "GET", "/ws/stats", 200)

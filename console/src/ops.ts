@@ -4,7 +4,7 @@
  * this user".
  *
  * It reads the operator API (`GET /api/ops/nodes`, `/api/ops/rooms`, `/api/ops/users/{id}`,
- * cluster-wide, with the API key) every `POLL_MS`, and disconnects through the cluster-wide
+ * cluster-wide, with the API key or the ops token) every `POLL_MS`, and disconnects through the cluster-wide
  * `POST /api/disconnect {"user": id}`. Messages per second come from two successive answers'
  * counters and node clocks. No socket of its own: an operator page changes nothing it shows.
  */
@@ -414,6 +414,8 @@ async function disconnectClicked(): Promise<void> {
   } catch (error) {
     if (error instanceof ApiError && error.status === 404) {
       showUserMessage(false, 'This gateway has no cluster-wide disconnect API (POST /api/disconnect answered 404).');
+    } else if (error instanceof ApiError && error.status === 401) {
+      showUserMessage(false, 'Disconnecting needs the API key: an ops token can only look (401).');
     } else if (error instanceof ApiError) {
       showUserMessage(false, `${error.status}: ${error.message}`);
     } else {

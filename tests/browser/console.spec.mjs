@@ -480,6 +480,20 @@ const scenarios = {
       await byId(page, 'ops-logout').click();
       await byId(page, 'ops-login').waitFor({ state: 'visible' });
       assert.equal(await page.evaluate(() => sessionStorage.length), 0, 'locking forgets the key');
+
+      // the ops token shows the same cluster, without the power to disconnect
+      await byId(page, 'ops-key').fill(config.opsToken);
+      await byId(page, 'ops-key-submit').click();
+      await byId(page, 'ops-scope').filter({ hasText: '2 nodes · cluster' }).waitFor();
+      await nodeRow(page, pid2).waitFor();
+      await byId(page, 'user-input').fill('bob');
+      await byId(page, 'user-lookup').click();
+      await page.locator('[data-testid="user-result"][data-online="true"]').waitFor();
+      await byId(page, 'user-disconnect').click();
+      await byId(page, 'user-disconnect').click();
+      const refusal = config.disconnectApi ? 'needs the API key' : 'answered 404';
+      await byId(page, 'user-message').filter({ hasText: refusal }).waitFor();
+      assert.ok(pinged.connected, 'bob is still connected');
     } finally {
       clearInterval(traffic);
       clearInterval(pinger);
