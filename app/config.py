@@ -76,6 +76,10 @@ class Settings:
     legacy_channels: bool = True
     presence_ttl: float = 30.0
     presence_announce: str = "all"
+    bus_max_len: int = 100_000
+    bus_max_age: float = 600.0
+    outbox_max_bytes: int = 64 << 20
+    outbox_max_age: float = 30.0
     ws_compression: bool = False
     send_buffer_limit: int = 1 << 20
     transports: list[str] = field(default_factory=lambda: ["polling", "websocket"])
@@ -150,6 +154,10 @@ class Settings:
             raise ConfigError("--presence-ttl must be at least 3 seconds")
         if self.presence_announce not in PRESENCE_ANNOUNCE_MODES:
             raise ConfigError("--presence-announce must be 'all' or 'watchers'")
+        if self.bus_max_len < 0 or self.bus_max_age < 0 or not (self.bus_max_len or self.bus_max_age):
+            raise ConfigError("--bus-max-len and --bus-max-age must be >= 0, not both 0 (unbounded stream)")
+        if self.outbox_max_bytes < self.max_message_bytes or self.outbox_max_age <= 0:
+            raise ConfigError("--outbox-max-bytes must be at least --max-message-bytes and --outbox-max-age > 0")
         if self.send_buffer_limit < 64 * 1024:
             raise ConfigError("--max-send-buffer must be at least 65536 bytes")
         if self.workers < 1:
@@ -289,6 +297,34 @@ OPTIONS = (
         "presence_announce",
         str.lower,
         "who receives user_status: all (every connection; N users cost N^2/2 deliveries) or watchers",
+    ),
+    Option(
+        "--bus-max-len",
+        "BUS_MAX_LEN",
+        "bus_max_len",
+        int,
+        "cluster bus: entries the Redis stream keeps, about (0: no length bound)",
+    ),
+    Option(
+        "--bus-max-age",
+        "BUS_MAX_AGE",
+        "bus_max_age",
+        float,
+        "cluster bus: seconds the Redis stream keeps entries: how long a node may be away and catch up (0: no bound)",
+    ),
+    Option(
+        "--outbox-max-bytes",
+        "OUTBOX_MAX_BYTES",
+        "outbox_max_bytes",
+        int,
+        "bytes of messages a node keeps for Redis while it is unreachable; beyond, senders get 503",
+    ),
+    Option(
+        "--outbox-max-age",
+        "OUTBOX_MAX_AGE",
+        "outbox_max_age",
+        float,
+        "seconds a node keeps accepting messages while Redis takes none; beyond, senders get 503",
     ),
     Option(
         "--ws-compression",

@@ -4,8 +4,10 @@ Three emitters share one set of operations (:class:`MessageApi`) and differ only
 envelope leaves:
 
 - :class:`Emitter` (asyncio) and :class:`SyncEmitter` (blocking: Django, Flask, Celery) run in
-  *other* processes. They publish on the Redis channel the gateway nodes listen to, through
-  python-socketio's write-only Redis manager, so a message reaches its clients on every node.
+  *other* processes. They append to the cluster bus stream every gateway node reads
+  (:mod:`realtime_gateway.bus_wire`), in the gateway's own codec, so a message reaches its
+  clients on every node — and values the nodes could not read back (NaN, infinities,
+  integers beyond 64 bits) raise ``ValueError`` before anything is sent.
 - :class:`InProcessEmitter` runs inside the gateway (``app[EMITTER_KEY]``) and emits through the
   node's own Socket.IO server, which delivers locally and, when clustered, through Redis.
 
@@ -17,15 +19,16 @@ the envelope id. A user is addressed as the room ``user:<id>`` every connection 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import threading
 from collections.abc import Awaitable
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlparse
 
-import socketio
-
 from .auth import user_room
+from .bus import WRITE_TIMEOUT, BusUnavailable
+from .bus_wire import EMIT, STREAM, encode_emit, entry, new_origin, redis_client, sync_redis_client
 from .config import REDIS_SCHEMES
 from .envelope import Envelope, ProtocolError, make_envelope, validate_room_name
 from .handlers import ClientEvents
@@ -41,7 +44,8 @@ thousand emits, a Celery worker with a thousand greenlets) would fail instead of
 
 
 class EmitError(Exception):
-    """The message could not be handed to Redis (unreachable, refused, wrong credentials)."""
+    """The message could not be handed to Redis (unreachable, refused, wrong credentials), or
+    the node's bus refused it (:class:`InProcessEmitter`): it was delivered nowhere."""
 
 
 RESERVED_TYPES = frozenset({"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"})
@@ -163,33 +167,20 @@ def _publish_error(url: str, exc: Exception) -> EmitError:
     return EmitError(f"cannot publish to Redis at {_redacted(url)}: {exc}")
 
 
-class _AsyncPublisher(socketio.AsyncRedisManager):
-    """The write-only Redis manager, except that a failed publish raises instead of being logged
-    and dropped: a back end must know when its message went nowhere."""
+class _Writer:
+    """What both external emitters share: their origin and sequence numbers on the bus.
 
-    async def _publish(self, data: Any) -> Any:
-        payload = self.json.dumps(data)  # a TypeError for unserialisable content stays one
-        try:
-            if not self.connected:
-                self._redis_connect()
-            return await self.redis.publish(self.channel, payload)
-        except Exception as exc:  # connection, auth, URL and Redis errors alike
-            self.connected = False  # reconnect on the next publish
-            raise _publish_error(self.redis_url, exc) from exc
+    A write that times out may have reached Redis; redis-py's one retry (and a caller retrying
+    after ``EmitError``) carry the same (origin, sequence number), so nodes deliver it once."""
 
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = resolve_redis_url(redis_url)
+        self.origin = new_origin()
+        self._seq = itertools.count(1)  # next() is atomic under the GIL: threads share it
 
-class _SyncPublisher(socketio.RedisManager):
-    """Blocking twin of :class:`_AsyncPublisher`."""
-
-    def _publish(self, data: Any) -> Any:
-        payload = self.json.dumps(data)
-        try:
-            if not self.connected:
-                self._redis_connect()
-            return self.redis.publish(self.channel, payload)
-        except Exception as exc:
-            self.connected = False
-            raise _publish_error(self.redis_url, exc) from exc
+    def entry(self, envelope: Envelope, room: str | None) -> dict[bytes, Any]:
+        payload = encode_emit(envelope, room)  # ValueError for what nodes could not read
+        return entry(self.origin, next(self._seq), EMIT, payload)
 
 
 class Emitter(MessageApi[Awaitable[str]]):
@@ -202,22 +193,25 @@ class Emitter(MessageApi[Awaitable[str]]):
     """
 
     def __init__(self, redis_url: str | None = None) -> None:
-        self.redis_url = resolve_redis_url(redis_url)
-        self._manager = _AsyncPublisher(self.redis_url, write_only=True)
+        self._writer = _Writer(redis_url)
+        self.redis_url = self._writer.redis_url
+        self._redis = redis_client(self.redis_url, WRITE_TIMEOUT, "gateway-emitter")
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     async def _emit(self, envelope: Envelope, room: str | None) -> str:
+        fields = self._writer.entry(envelope, room)
         async with self._in_flight:
-            await self._manager.emit(envelope["type"], envelope, namespace="/", room=room)
+            try:
+                await self._redis.xadd(STREAM, fields)
+            except Exception as exc:  # connection, auth, URL and Redis errors alike
+                raise _publish_error(self.redis_url, exc) from exc
         return envelope["id"]
 
     def _deliver(self, envelope: Envelope, room: str | None) -> Awaitable[str]:
         return self._emit(envelope, room)
 
     async def close(self) -> None:
-        if self._manager.redis is not None:
-            await self._manager.redis.aclose()
-            self._manager.connected = False
+        await self._redis.aclose()
 
     async def __aenter__(self) -> Emitter:
         return self
@@ -235,19 +229,22 @@ class SyncEmitter(MessageApi[str]):
     """
 
     def __init__(self, redis_url: str | None = None) -> None:
-        self.redis_url = resolve_redis_url(redis_url)
-        self._manager = _SyncPublisher(self.redis_url, write_only=True)
+        self._writer = _Writer(redis_url)
+        self.redis_url = self._writer.redis_url
+        self._redis = sync_redis_client(self.redis_url, WRITE_TIMEOUT, "gateway-emitter")
         self._in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT)
 
     def _deliver(self, envelope: Envelope, room: str | None) -> str:
+        fields = self._writer.entry(envelope, room)
         with self._in_flight:
-            self._manager.emit(envelope["type"], envelope, namespace="/", room=room)
+            try:
+                self._redis.xadd(STREAM, fields)
+            except Exception as exc:
+                raise _publish_error(self.redis_url, exc) from exc
         return envelope["id"]
 
     def close(self) -> None:
-        if self._manager.redis is not None:
-            self._manager.redis.close()
-            self._manager.connected = False
+        self._redis.close()
 
     def __enter__(self) -> SyncEmitter:
         return self
@@ -266,7 +263,10 @@ class InProcessEmitter(MessageApi[Awaitable[str]]):
         self._events = events
 
     async def _emit(self, envelope: Envelope, room: str | None) -> str:
-        await self._events.emit(envelope, to=room)
+        try:
+            await self._events.emit(envelope, to=room)
+        except BusUnavailable as refused:
+            raise EmitError(refused.message) from None
         return envelope["id"]
 
     def _deliver(self, envelope: Envelope, room: str | None) -> Awaitable[str]:

@@ -291,10 +291,15 @@ class ClientEvents:
         """Deliver an envelope to a connection sid, a room (``user:<id>`` for a user) or, with
         ``to=None``, everyone; cluster-wide when Redis is configured.
 
+        Returning means the message was accepted: delivered here and in Redis or this node's
+        outbox. When the cluster bus refuses it, this raises ``BusUnavailable`` (a 503
+        :class:`ProtocolError`, so a client's ack says ``{ok: false, error: {code: 503}}``) and
+        nothing was delivered anywhere.
+
         ``local=True`` delivers to this node's connections only, without the Redis round trip,
         so a message to a local sid is queued before a ``sio.disconnect`` that follows it."""
-        sent_counter(envelope["type"]).inc()
         await self.sio.emit(envelope["type"], envelope, to=to, ignore_queue=local)
+        sent_counter(envelope["type"]).inc()
 
     # -- events -----------------------------------------------------------------------------
 

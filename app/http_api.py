@@ -1,7 +1,9 @@
 """Operational HTTP endpoints: readiness, statistics, online users, Prometheus metrics, revocation.
 
 ``/healthz`` (in :mod:`realtime_gateway.server`) says the process is alive; ``/readyz`` says it can serve,
-which for a cluster node means Redis answers. Load balancers should route on ``/readyz``.
+which for a cluster node means Redis answers and the node is linked to the cluster bus (it sees
+its own heartbeat come back through it, :mod:`realtime_gateway.bus`). Load balancers should route
+on ``/readyz``.
 
 ``/metrics`` and ``/ws/stats`` are cheap whatever the cluster's size (this node's figures are
 kept as they change, the cluster's are maintained in Redis and read at most about once a
@@ -20,6 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .auth import AuthError, api_key_matches, token_from_request
+from .bus import StreamManager
 from .config import Settings
 from .expiry import TokenGuard
 from .handlers import ClientEvents
@@ -75,6 +78,9 @@ class OperationsAPI:
         return guarded
 
     async def readyz(self, request: web.Request) -> web.Response:
+        manager = self.events.sio.manager
+        if isinstance(manager, StreamManager) and not manager.linked:
+            return error_response(503, "not linked to the cluster bus: messages would reach this node only")
         if self.redis is not None:
             try:
                 await asyncio.wait_for(self.redis.ping(), READY_TIMEOUT)

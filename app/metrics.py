@@ -23,7 +23,23 @@ MESSAGES_SENT = Counter(
 ERRORS = Counter("gateway_errors_total", "Errors answered to clients, by code", ["code"], registry=REGISTRY)
 ROOMS = Gauge("gateway_rooms", "Rooms with at least one member on this node", registry=REGISTRY)
 REDIS_PUBLISH_FAILURES = Counter(
-    "gateway_redis_publish_failures_total", "Publishes to Redis that failed", registry=REGISTRY
+    "gateway_redis_publish_failures_total",
+    "Entries whose write to the cluster bus failed (kept in the outbox and written again)",
+    registry=REGISTRY,
+)
+BUS_DROPPED = Counter(
+    "gateway_bus_dropped_total", "Cluster bus entries this node could not use, by reason", ["reason"], registry=REGISTRY
+)
+BUS_DUPLICATES = Counter(
+    "gateway_bus_duplicates_total", "Second copies of bus entries (retried writes) skipped", registry=REGISTRY
+)
+BUS_REFUSED = Counter(
+    "gateway_bus_refused_total", "Messages refused (503) because the outbox was past its bound", registry=REGISTRY
+)
+BUS_GAPS = Counter(
+    "gateway_bus_gaps_total",
+    "Times this node relinked to a bus stream that no longer held everything it had not read",
+    registry=REGISTRY,
 )
 BRIDGE_DROPPED = Counter(
     "gateway_bridge_dropped_total",

@@ -5,9 +5,10 @@ Request (``Authorization: Bearer <API_KEY>``)::
 
     {"target": {"all": true} | {"user": "42"} | {"room": "lobby"}, "type": "order_shipped", "content": ...}
 
-Answers: ``202 {"id"}`` once the message is on its way (through the cluster, like any emit);
-``401`` for a missing or wrong key; ``400`` whose ``error.field`` names the first bad
-field; ``413`` above ``MAX_MESSAGE_BYTES``.
+Answers: ``202 {"id"}`` once the message is on its way: in Redis, or in this node's outbox
+while Redis is unreachable (:mod:`realtime_gateway.bus`); ``503`` when the outbox refuses it
+(then it was delivered nowhere); ``401`` for a missing or wrong key; ``400`` whose
+``error.field`` names the first bad field; ``413`` above ``MAX_MESSAGE_BYTES``.
 
 ``GET /api/history?room=lobby&limit=50&before=<offset>`` (same key) answers
 ``200 {"room", "messages"}``: the room's last messages, oldest first, each with its ``offset``
@@ -17,20 +18,19 @@ configured, so an unconfigured gateway answers 404.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
 from aiohttp import web
 
-from .appkeys import EMITTER_KEY, EVENTS_KEY, SETTINGS_KEY, SIO_KEY
+from .appkeys import EMITTER_KEY, EVENTS_KEY, SETTINGS_KEY
 from .auth import api_key_matches
-from .cluster import RedisFanoutManager
-from .emitter import InProcessEmitter, check_room, check_type, check_user_id
+from .emitter import EmitError, InProcessEmitter, check_room, check_type, check_user_id
 from .envelope import BAD_REQUEST, NOT_FOUND, TOO_LARGE, UNAUTHORIZED, UNAVAILABLE
 from .history import BadHistoryRequest, history_request
 from .http_errors import error_response
+from .jsoncodec import loads
 
 TARGETS = 'must be one of {"all": true}, {"user": id}, {"room": name}'
 
@@ -67,7 +67,7 @@ async def _read_json(request: web.Request, limit: int) -> Any:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     raw = await request.read()  # enforces client_max_size for bodies sent without a length
     try:
-        return json.loads(raw)
+        return loads(raw)  # the gateway codec: no NaN, which no client could read
     except ValueError:
         raise BadField("body", "not valid JSON") from None
 
@@ -87,11 +87,11 @@ async def publish(request: web.Request) -> web.Response:
         return error_response(BAD_REQUEST, str(bad), field=bad.field)
     except web.HTTPRequestEntityTooLarge:
         return error_response(TOO_LARGE, f"body larger than {settings.max_message_bytes} bytes")
-    manager = request.app[SIO_KEY].manager
-    if isinstance(manager, RedisFanoutManager) and not manager.linked:
-        # accepting now would mean delivering on this node only: refuse, so the caller retries
-        return error_response(UNAVAILABLE, "Redis is unreachable: message not accepted, retry later")
-    return web.json_response({"id": await send(type_, body.get("content"))}, status=202)
+    try:
+        message_id = await send(type_, body.get("content"))
+    except EmitError as refused:  # delivered nowhere: the caller retries
+        return error_response(UNAVAILABLE, str(refused))
+    return web.json_response({"id": message_id}, status=202)
 
 
 async def history(request: web.Request) -> web.Response:

@@ -3,7 +3,7 @@
 Request path: aiohttp -> ``/socket.io/`` (WebSocket-only sessions: :mod:`realtime_gateway.engine_ws`;
 long-polling and upgrades: python-engineio) or ``/ws`` (:mod:`realtime_gateway.plain_ws`) ->
 :class:`GatewayServer` -> :class:`~realtime_gateway.handlers.ClientEvents` -> the client manager
-(:mod:`realtime_gateway.fanout`, :mod:`realtime_gateway.cluster`), which delivers to rooms on this node and, when
+(:mod:`realtime_gateway.fanout`, :mod:`realtime_gateway.bus`), which delivers to rooms on this node and, when
 clustered, publishes through Redis to the others.
 """
 
@@ -20,7 +20,7 @@ from . import jsoncodec
 from .appkeys import EMITTER_KEY, EVENTS_KEY, SETTINGS_KEY, SIO_KEY
 from .auth import AuthError, TokenVerifier
 from .bridge import legacy_bridge
-from .cluster import RedisFanoutManager
+from .bus import StreamManager
 from .config import Settings
 from .console import install_console
 from .emitter import InProcessEmitter
@@ -86,7 +86,17 @@ class GatewayServer(socketio.AsyncServer):
 
 
 def create_manager(settings: Settings) -> FanoutManager:
-    manager = RedisFanoutManager(settings.redis_url, json=jsoncodec) if settings.redis_url else FanoutManager()
+    manager = (
+        StreamManager(
+            settings.redis_url,
+            max_len=settings.bus_max_len,
+            max_age=settings.bus_max_age,
+            outbox_max_bytes=settings.outbox_max_bytes,
+            outbox_max_age=settings.outbox_max_age,
+        )
+        if settings.redis_url
+        else FanoutManager()
+    )
     if settings.recovery_window > 0 or settings.history_size > 0:
         manager.journal = Journal(settings.recovery_window, tag_frames=settings.recovery_window > 0)
     if settings.history_size > 0:
@@ -188,8 +198,9 @@ async def _start_manager(app: web.Application) -> None:
 
 async def _drain_manager(app: web.Application) -> None:
     manager = app[SIO_KEY].manager
-    if isinstance(manager, RedisFanoutManager):
+    if isinstance(manager, StreamManager):
         await manager.drain(MANAGER_DRAIN_TIMEOUT)
+        await manager.close()
 
 
 async def _disconnect_everyone(app: web.Application) -> None:

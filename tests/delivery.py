@@ -68,18 +68,19 @@ async def wait_until(predicate: Any, what: str, timeout: float = WAIT) -> None:
 
 
 async def wait_subscribed(redis_url: str, nodes: int, bridges: int | None = None) -> None:
-    """Wait until ``nodes`` gateways listen on the Socket.IO channel and ``bridges`` (default:
-    as many) hold the ``websocket:*`` pattern subscription, so a publish cannot race them."""
+    """Wait until ``nodes`` gateways read the cluster bus stream and ``bridges`` (default: as
+    many) hold the ``websocket:*`` pattern subscription, so a publish cannot race them."""
     bridges = nodes if bridges is None else bridges
-    client = aioredis.Redis.from_url(redis_url)
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
 
     async def ready() -> bool:
         try:
-            ((_, listeners),) = await client.pubsub_numsub("socketio")
-            patterns = sum(1 for c in await client.client_list() if int(c.get("psub", 0)) > 0)
+            listed = await client.client_list()
         except (aioredis.ConnectionError, OSError):
             return False
-        return listeners == nodes and patterns == bridges
+        readers = {c["name"] for c in listed if c.get("name", "").startswith("gateway-bus:") and c["cmd"] == "xread"}
+        patterns = sum(1 for c in listed if int(c.get("psub", 0)) > 0)
+        return len(readers) == nodes and patterns == bridges
 
     try:
         await wait_until(ready, f"{nodes} node(s) and {bridges} bridge(s) subscribed", timeout=30)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+from conftest import make_token, uid
 from delivery import audience, nothing_else, received_once, wait_subscribed
 
 KEY = "publish-key-0123456789"
@@ -82,23 +83,36 @@ async def test_disabled_without_an_api_key(gateway):
     assert status == 404
 
 
-async def test_publish_is_refused_with_503_while_redis_is_down(redis_server, gateway_factory, clients):
-    """Accepting would mean delivering on one node only: the caller gets 503 and retries."""
+async def test_publish_is_kept_then_refused_with_503_while_redis_is_down(redis_server, gateway_factory, clients):
+    """During an outage a message is accepted (202) only into the node's bounded outbox, and
+    written when Redis is back; past the bound (here 2 s) the caller gets 503, and that message
+    reaches nobody, not even this node's own clients."""
     import asyncio
     import time
 
-    node = gateway_factory(env={"REDIS_URL": redis_server.url, "API_KEY": KEY})
+    node = gateway_factory(env={"REDIS_URL": redis_server.url, "API_KEY": KEY, "OUTBOX_MAX_AGE": "2"})
     await wait_subscribed(redis_server.url, nodes=1)
+    client = await clients.ws(node.ws_url, make_token(uid()))
     body = {"target": {"all": True}, "type": "published", "content": "x"}
     assert (await post(node.url, body))[0] == 202
     redis_server.kill()
-    deadline = time.monotonic() + 10
-    while (answer := await post(node.url, body))[0] != 503:  # the node notices the lost link
-        assert time.monotonic() < deadline, answer
-        await asyncio.sleep(0.1)
-    assert answer[1]["error"]["code"] == 503 and "Redis" in answer[1]["error"]["message"]
-    redis_server.start()
+    kept, refused = [], []
     deadline = time.monotonic() + 15
-    while (answer := await post(node.url, body))[0] != 202:  # accepted again once relinked
+    while not refused:
+        assert time.monotonic() < deadline, "never refused"
+        status, answer = await post(node.url, {**body, "content": len(kept)})
+        assert status in (202, 503), answer
+        if status == 202:
+            kept.append(answer["id"])
+        else:
+            assert answer["error"]["code"] == 503 and "Redis" in answer["error"]["message"]
+            refused.append(answer)
+        await asyncio.sleep(0.1)
+    assert kept, "nothing was kept in the outbox"
+    redis_server.start()
+    deadline = time.monotonic() + 20
+    while (answer := await post(node.url, body))[0] != 202:  # accepted again once written out
         assert answer[0] == 503 and time.monotonic() < deadline, answer
         await asyncio.sleep(0.1)
+    received = [e["id"] for e in await client.inbox.quiet("published", 0.5)]
+    assert received[1 : len(kept) + 1] == kept  # each kept one once, in order, and no refused one
