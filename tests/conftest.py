@@ -73,12 +73,17 @@ def redis_server_binary() -> str:
 
 
 class RedisServer:
-    """A private redis-server that tests can stop and start again on the same port."""
+    """A private redis-server that tests can stop and start again on the same port.
 
-    def __init__(self) -> None:
+    With ``appendonly=True`` it keeps an append-only file in ``data_dir`` (a fresh temporary
+    directory by default), so a restart after ``kill()`` finds the data again."""
+
+    def __init__(self, appendonly: bool = False, data_dir: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.appendonly = appendonly
+        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="redis-"))
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
@@ -88,10 +93,12 @@ class RedisServer:
                 str(self.port),
                 "--bind",
                 "127.0.0.1",
+                "--dir",
+                str(self.data_dir),
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.appendonly else "no",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -109,12 +116,21 @@ class RedisServer:
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.kill()
+            self.proc.kill()  # SIGKILL ends a stopped (frozen) process too
             self.proc.wait(5)
 
     def restart(self) -> None:
         self.kill()
         self.start()
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open and the kernel keeps accepting bytes; nothing answers."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
 
 @pytest.fixture(scope="session")
@@ -255,6 +271,7 @@ class Recorder:
         self._changed = asyncio.Event()
 
     def add(self, envelope: dict[str, Any]) -> None:
+        envelope["_at"] = time.monotonic()  # arrival, for tests that measure delays
         self.received.append(envelope)
         self._changed.set()
 
@@ -264,20 +281,29 @@ class Recorder:
     async def next(self, type_: str, timeout: float = WAIT, **match: Any) -> dict[str, Any]:
         """Wait for (and consume) the first unconsumed envelope of a type matching ``match``."""
 
-        async def find() -> dict[str, Any]:
-            while True:
-                for envelope in self.received:
-                    if (
-                        envelope.get("type") == type_
-                        and not envelope.get("_seen")
-                        and all(envelope.get(k) == v for k, v in match.items())
-                    ):
-                        envelope["_seen"] = True
-                        return envelope
+        def find() -> dict[str, Any] | None:
+            for envelope in self.received:
+                if (
+                    envelope.get("type") == type_
+                    and not envelope.get("_seen")
+                    and all(envelope.get(k) == v for k, v in match.items())
+                ):
+                    envelope["_seen"] = True
+                    return envelope
+            return None
+
+        return await self.until(find, timeout)
+
+    async def until(self, check: Any, timeout: float = WAIT) -> Any:
+        """Wait until ``check()`` (re-run on every arrival) returns something truthy; return it."""
+
+        async def wait() -> Any:
+            while not (result := check()):
                 self._changed.clear()
                 await self._changed.wait()
+            return result
 
-        return await asyncio.wait_for(find(), timeout)
+        return await asyncio.wait_for(wait(), timeout)
 
     async def quiet(self, type_: str, seconds: float = 0.5) -> list[dict[str, Any]]:
         """Envelopes of a type not yet consumed after letting traffic settle (for 'nobody got it')."""
