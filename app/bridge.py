@@ -13,28 +13,37 @@ The payload is ``{"message": ENVELOPE}``. Every node pattern-subscribes and deli
 only** (``ClientEvents.emit(..., local=True)``): each node sees each publish, so relaying it
 through the cluster would hand every client one copy per node.
 
-A payload that cannot be delivered (not JSON, no ``message``, no or a reserved ``type``, unknown
-channel) is logged with its channel, counted in ``gateway_bridge_dropped_total`` and dropped; it
-never stops the subscription. A lost Redis connection is retried with back-off for as long as the node runs.
+A payload that cannot be delivered (not JSON — parsed with the gateway codec, so deep nesting is
+refused rather than a ``RecursionError`` —, no ``message``, no or a reserved ``type``, unknown
+channel, anything else that fails on it) is logged with its channel, counted in
+``gateway_bridge_dropped_total`` and dropped; it never stops the subscription.
+
+Liveness: a pub/sub connection that silently stopped delivering (half-open TCP, a frozen Redis)
+looks exactly like a quiet channel. So the bridge PINGs through its subscription every
+``PING_EVERY`` seconds and resubscribes on a fresh connection when nothing at all (no message,
+no pong) arrived for ``SILENCE_LIMIT``. A lost Redis connection is retried with back-off for as
+long as the node runs. Pub/sub keeps nothing: what is published while a node resubscribes is
+lost for that node (the Go services' contract; the cluster bus itself is durable).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
-from redis import asyncio as aioredis
 
 from .appkeys import EVENTS_KEY, SETTINGS_KEY
 from .auth import user_room
+from .bus_wire import redis_client
 from .emitter import check_type
 from .envelope import Envelope, ProtocolError, complete_envelope
 from .handlers import ClientEvents
+from .jsoncodec import loads
 from .metrics import BRIDGE_DROPPED
 
 log = logging.getLogger(__name__)
@@ -43,6 +52,10 @@ PREFIX = "websocket:"
 PATTERN = PREFIX + "*"
 RETRY_FIRST = 0.5
 RETRY_MAX = 10.0
+PING_EVERY = 2.0
+SILENCE_LIMIT = 6.0
+"""Seconds without any answer (a message or a pong) after which the subscription is replaced."""
+COMMAND_TIMEOUT = 3.0
 
 
 class Dropped(Exception):
@@ -69,8 +82,8 @@ def route(channel: str) -> str | None:
 def parse(data: bytes | str) -> Envelope:
     """The envelope inside a ``{"message": ENVELOPE}`` payload, completed with timestamp and id."""
     try:
-        payload = json.loads(data)
-    except ValueError:
+        payload = loads(data)
+    except (ValueError, RecursionError):  # RecursionError: the stdlib parser, without orjson
         raise Dropped("not_json", "payload is not JSON") from None
     if not isinstance(payload, dict) or "message" not in payload:
         raise Dropped("no_message", "payload has no 'message'")
@@ -88,7 +101,7 @@ class LegacyBridge:
     """One pattern subscription to ``websocket:*`` for the lifetime of the node."""
 
     def __init__(self, redis_url: str, events: ClientEvents) -> None:
-        self._redis = aioredis.Redis.from_url(redis_url, socket_keepalive=True)
+        self._redis = redis_client(redis_url, COMMAND_TIMEOUT, "gateway-bridge")
         self._events = events
         self._task: asyncio.Task[None] | None = None
 
@@ -105,20 +118,36 @@ class LegacyBridge:
     async def _run(self) -> None:
         delay = RETRY_FIRST
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._redis.pubsub()
             try:
                 await pubsub.psubscribe(PATTERN)
                 log.info("legacy bridge subscribed to %s", PATTERN)
                 delay = RETRY_FIRST
-                async for message in pubsub.listen():
-                    await self.handle(message["channel"].decode(errors="replace"), message["data"])
+                await self._listen(pubsub)
             except Exception as exc:  # any Redis failure: resubscribe on a fresh connection
-                log.warning("legacy bridge lost Redis (%s); retrying in %.1f s", exc, delay)
+                log.warning("legacy bridge lost Redis (%s); retrying in %.1f s", exc or type(exc).__name__, delay)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await asyncio.wait_for(pubsub.aclose(), COMMAND_TIMEOUT)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
+
+    async def _listen(self, pubsub: Any) -> None:
+        """Deliver messages until the subscription goes silent for ``SILENCE_LIMIT`` seconds."""
+        heard = pinged = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now - heard > SILENCE_LIMIT:
+                raise ConnectionError(f"no answer on the subscription for {SILENCE_LIMIT:.0f} s (half-open?)")
+            if now - pinged >= PING_EVERY:
+                await pubsub.ping()
+                pinged = now
+            message = await pubsub.get_message(timeout=PING_EVERY)
+            if message is None:
+                continue
+            heard = time.monotonic()
+            if message["type"] == "pmessage":
+                await self.handle(message["channel"].decode(errors="replace"), message["data"])
 
     async def handle(self, channel: str, data: Any) -> None:
         """Deliver one payload, or drop it with a log line and a count; never raises."""
@@ -128,6 +157,10 @@ class LegacyBridge:
         except Dropped as dropped:
             BRIDGE_DROPPED.labels(dropped.reason).inc()
             log.warning("dropped payload on %s: %s", channel, dropped)
+            return
+        except Exception:  # whatever else a payload can cause must not end the subscription
+            BRIDGE_DROPPED.labels("failed").inc()
+            log.exception("dropped payload on %s: it could not be read", channel)
             return
         try:
             await self._events.emit(envelope, to=room, local=True)

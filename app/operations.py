@@ -13,10 +13,9 @@ import uuid
 
 import redis.asyncio as redis
 from aiohttp import web
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from .auth import Identity
+from .bus_wire import redis_client
 from .config import Settings
 from .expiry import MemoryRevocations, RedisRevocations, RevocationStore, TokenGuard
 from .handlers import ClientEvents
@@ -41,13 +40,7 @@ class Operations:
         store: PresenceStore
         revocations: RevocationStore
         if settings.redis_url:
-            self.redis = redis.Redis.from_url(
-                settings.redis_url,
-                decode_responses=True,
-                socket_timeout=REDIS_TIMEOUT,
-                socket_connect_timeout=REDIS_TIMEOUT,
-                retry=Retry(NoBackoff(), 1),  # one reconnect attempt after a Redis restart
-            )
+            self.redis = redis_client(settings.redis_url, REDIS_TIMEOUT, "gateway-presence", decode_responses=True)
             store = RedisPresenceStore(self.redis, settings.presence_ttl, self.node_id)
             revocations = RedisRevocations(self.redis)
         else:

@@ -72,6 +72,22 @@ async def test_malformed_payloads_are_dropped_logged_and_counted_between_valid_o
         assert f"dropped payload on websocket:room:{people.room}: message must be a JSON object" in node.log()
 
 
+async def test_deeply_nested_payload_is_dropped_without_ending_the_subscription(
+    redis_server, redis_client, gateway_factory, clients
+):
+    """The stdlib parser raised RecursionError on this, which ended the subscription: the
+    payload right behind it was lost while the bridge resubscribed."""
+    node = gateway_factory(env={"REDIS_URL": redis_server.url})
+    client = await clients.ws(node.ws_url, make_token(uid()))
+    await wait_subscribed(redis_server.url, nodes=1)
+    deep = '{"message": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    await publish(redis_client, "websocket:broadcast", deep)
+    await publish(redis_client, "websocket:broadcast", {"message": {"type": "after", "id": "a-1"}})
+    await received_once([client], "after", "a-1")
+    assert await dropped(node.url) == {"not_json": 1}
+    assert "legacy bridge lost Redis" not in node.log()
+
+
 async def test_bridge_resubscribes_after_a_redis_outage(redis_server, redis_client, gateway_factory, clients):
     node = gateway_factory(env={"REDIS_URL": redis_server.url})
     client = await clients.ws(node.ws_url, make_token(uid()))
