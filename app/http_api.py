@@ -80,7 +80,7 @@ class OperationsAPI:
     async def readyz(self, request: web.Request) -> web.Response:
         manager = self.events.sio.manager
         if isinstance(manager, StreamManager) and not manager.linked:
-            return error_response(503, "not linked to the cluster bus: messages would reach this node only")
+            return error_response(503, "not linked to the cluster bus: no own heartbeat back through redis")
         if self.redis is not None:
             try:
                 await asyncio.wait_for(self.redis.ping(), READY_TIMEOUT)
