@@ -183,7 +183,7 @@ async def until(probe: Any, timeout: float = WAIT) -> None:
 async def test_real_answers_match_the_documented_schemas(gateway_factory, redis_server, clients):
     single = gateway_factory(env={"API_KEY": KEY, "MAX_MESSAGE_BYTES": "2048"})
     dev = gateway_factory(env={"JWT_SECRET": "", "OPS_TOKEN": OPS})  # development mode, no API key
-    clustered = gateway_factory(env={"API_KEY": KEY, "REDIS_URL": redis_server.url})
+    clustered = gateway_factory(env={"API_KEY": KEY, "REDIS_URL": redis_server.url, "OUTBOX_MAX_AGE": "1"})
     key = {"Authorization": f"Bearer {KEY}"}
     token = make_token("openapi-user", "OpenAPI User")
     bearer = {"Authorization": f"Bearer {token}"}
