@@ -105,9 +105,12 @@ class NodeQueries:
                 # our own reply channel must be listened to before anyone can answer on it
                 await asyncio.wait_for(self._subscribed.wait(), timeout)
                 gathered.expected = await self._redis.publish(QUERY_CHANNEL, message)
+                problem = "" if gathered.expected else "no node is subscribed (Redis was restarted?)"
             except Exception as exc:
+                problem = str(exc) or type(exc).__name__
+            if problem:
                 local = Gathered({self.node_id: self.answer(question, args)}, expected=1)
-                raise QueryError(f"cluster unavailable: {exc or type(exc).__name__}", local) from None
+                raise QueryError(f"cluster unavailable: {problem}", local)
             if len(gathered.answers) < gathered.expected:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(complete.wait(), timeout)
@@ -126,7 +129,7 @@ class NodeQueries:
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "message":
-                        await self._handle(message["channel"], message["data"])
+                        await self._handle_safely(message["channel"], message["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -137,11 +140,21 @@ class NodeQueries:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
 
+    async def _handle_safely(self, channel: str, data: str) -> None:
+        """One message; whatever goes wrong with it (a reply that cannot be published) is logged
+        and costs that message only, not the subscription."""
+        try:
+            await self._handle(channel, data)
+        except Exception:
+            log.warning("operator queries: could not handle a message on %s", channel, exc_info=True)
+
     async def _handle(self, channel: str, data: str) -> None:
         try:
             message = json.loads(data)
         except ValueError:
-            log.warning("operator queries: dropped a message that is not JSON on %s", channel)
+            message = None
+        if not isinstance(message, dict):
+            log.warning("operator queries: dropped a message that is not a JSON object on %s", channel)
             return
         if channel == QUERY_CHANNEL:
             await self._reply(message)
@@ -157,10 +170,6 @@ class NodeQueries:
         question, args = message.get("question"), message.get("args")
         if question not in self._answerers or not isinstance(args, dict) or not isinstance(message.get("from"), str):
             return  # a question from a newer or an older node: it counts this node as missing
-        try:
-            answer = self.answer(str(question), args)
-        except Exception:  # a bug answering one question must not cost the subscription
-            log.exception("operator queries: could not answer %r", question)
-            return
+        answer = self.answer(str(question), args)
         reply = json.dumps({"id": message.get("id"), "node": self.node_id, "answer": answer})
         await self._redis.publish(REPLY_PREFIX + message["from"], reply)  # type: ignore[union-attr]

@@ -4,12 +4,14 @@ over Redis, with a node that does not answer, with Redis gone, and its access ru
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from typing import Any
 
 import aiohttp
 import pytest
+import redis.asyncio as redis
 from conftest import make_token, uid
 
 KEY = "ops-api-test-key"
@@ -102,6 +104,42 @@ async def test_without_redis_a_node_answers_for_itself_and_says_why(ops_cluster,
     nodes = await get(f"{one.url}/api/ops/nodes")
     assert nodes["scope"] == "node" and "cluster unavailable" in nodes["error"]
     assert [n["clients"] for n in nodes["nodes"]] == [1]
+
+
+async def test_the_cluster_view_comes_back_with_redis(ops_cluster, redis_server):
+    """After a Redis restart every node subscribes again to the query channel by itself."""
+    one, _ = ops_cluster
+    redis_server.restart()
+    deadline = time.monotonic() + 20
+    while True:
+        nodes = await get(f"{one.url}/api/ops/nodes")
+        if nodes["scope"] == "cluster" and nodes["expected"] == 2 and nodes["missing"] == 0:
+            break
+        assert time.monotonic() < deadline, f"still degraded after a Redis restart: {nodes}"
+        await asyncio.sleep(0.2)
+    assert len(nodes["nodes"]) == 2
+
+
+async def test_malformed_questions_on_the_channel_do_not_break_it(ops_cluster, redis_server):
+    """Anything else published on the query channel (not JSON, an unknown question, bad args) is
+    dropped, logged, and the nodes go on answering."""
+    one, two = ops_cluster
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        for junk in (
+            b"not json",
+            b"[1, 2]",
+            json.dumps({"id": "x", "from": "nobody", "question": "drop_tables", "args": {}}),
+            json.dumps({"id": "x", "from": "nobody", "question": "rooms", "args": "not an object"}),
+            json.dumps({"id": "x", "from": 7, "question": "node", "args": {}}),
+        ):
+            assert await client.publish("gateway:ops:query", junk) == 2, "both nodes are subscribed"
+    finally:
+        await client.aclose()
+    for node in (one, two):
+        answer = await get(f"{node.url}/api/ops/nodes")
+        assert (answer["expected"], answer["missing"]) == (2, 0)
+    assert "dropped a message that is not a JSON object" in one.log()
 
 
 async def test_single_node_answers_without_redis_queries(gateway_factory, clients):
