@@ -179,7 +179,7 @@ function setStatus(state: string, label: string): void {
 function failed(session: number, error: unknown): boolean {
   if (session !== polling) return true;
   if (error instanceof ApiError && error.status === 401) {
-    signOut('The API key was refused (401).');
+    signOut('The API key or ops token was refused (401).');
     return true;
   }
   if (error instanceof ApiError && error.status === 403) {
