@@ -247,11 +247,48 @@ class FanoutManager(socketio.AsyncManager):
         # clients whose connect handler is still running have not been told they are connected:
         # an event now would arrive before the CONNECT answer (python-socketio sends it anyway)
         skip.update(self.pending_connect.get(namespace, ()))
+
+        def render_plain() -> str:
+            text = plain_text(event, args, "2" + body, namespace)
+            return text if offset is None else tagged_envelope(text, offset)
+
+        slow = self._push(self.get_participants(namespace, room), skip, encoded, render_plain)
+        if slow:
+            await _send_slow(slow, encoded)
+
+    async def send_local(self, sid: str, event: str, data: Any) -> None:
+        """One event to one connection of this node, in the default namespace: no Redis, no
+        participant scan, no python-socketio packet objects (replies, welcome, errors)."""
+        eio_sid = self.eio_sid_from_sid(sid, "/")
+        if eio_sid is None:
+            return
+        try:
+            encoded = "2" + dumps([event, data])
+        except TypeError:  # binary attachments: the inherited way, this node only
+            return await FanoutManager.emit(self, event, data, "/", to=sid)
+        pending = self.pending_connect.get("/", ())
+        slow = self._push(((sid, eio_sid),), pending, encoded, lambda: plain_text(event, [data], encoded, "/"))
+        if slow:
+            await _send_slow(slow, encoded)
+
+    async def send_packet(self, sid: str, eio_sid: str, encoded: str) -> None:
+        """An encoded Socket.IO packet of the default namespace (an ACK) to one connection of
+        this node. Plain-WS connections render only events, so they get it through their
+        ``send``, as from python-socketio."""
+        slow = self._push(((sid, eio_sid),), (), encoded, None)
+        if slow:
+            await _send_slow(slow, encoded)
+
+    def _push(self, participants: Any, skip: Any, encoded: str, render_plain: Any) -> list[Any]:
+        """Push ``"4" + encoded`` (or, to plain-WS recipients, ``render_plain()``; None: their
+        own ``send``) to every participant's writer, without suspending. Returns the sockets
+        that must take Engine.IO's path instead (:func:`_send_slow`), in order behind what is
+        queued there."""
         sockets = self.server.eio.sockets
         sio_frame: bytes | None = None
         plain_frame: bytes | None = None
         slow: list[Any] = []
-        for sid, eio_sid in self.get_participants(namespace, room):
+        for sid, eio_sid in participants:
             if sid in skip:
                 continue
             sock = sockets.get(eio_sid)
@@ -261,9 +298,11 @@ class FanoutManager(socketio.AsyncManager):
             if writer is None:
                 slow.append(sock)
             elif getattr(sock, "renders_envelopes", False):
+                if render_plain is None:
+                    slow.append(sock)
+                    continue
                 if plain_frame is None:
-                    text = plain_text(event, args, "2" + body, namespace)
-                    plain_frame = text_frame((text if offset is None else tagged_envelope(text, offset)).encode())
+                    plain_frame = text_frame(render_plain().encode())
                 writer.push(plain_frame)
             elif not sock.upgraded or sock.queue.qsize():
                 # mid-upgrade (the client has not switched yet), or earlier packets still queued
@@ -272,9 +311,7 @@ class FanoutManager(socketio.AsyncManager):
                 if sio_frame is None:
                     sio_frame = text_frame(("4" + encoded).encode())
                 writer.push(sio_frame)
-        if slow:
-            pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
-            await asyncio.gather(*(sock.send(pkt) for sock in slow), return_exceptions=True)
+        return slow
 
     async def replay(self, sid: str, entries: list[Entry]) -> None:
         """Deliver journal entries to one connection, in order, as :meth:`emit` delivered them to
@@ -295,6 +332,11 @@ class FanoutManager(socketio.AsyncManager):
                 writer.push(text_frame(("4" + encoded).encode()))
             else:  # python-engineio's queue: put without waiting, so the order holds
                 await sock.send(eio_packet.Packet(eio_packet.MESSAGE, encoded))
+
+
+async def _send_slow(sockets: list[Any], encoded: str) -> None:
+    pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
+    await asyncio.gather(*(sock.send(pkt) for sock in sockets), return_exceptions=True)
 
 
 def plain_text(event: str, args: list[Any], encoded: str, namespace: str) -> str:

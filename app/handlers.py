@@ -44,7 +44,7 @@ from .envelope import (
     validate_room_name,
 )
 from .history import check_member, history_request
-from .metrics import ERRORS, EVENT_LATENCY, MESSAGES_RECEIVED, labelled, sent_counter
+from .metrics import ERRORS, EVENT_LATENCY, MESSAGES_RECEIVED, sent_counter
 from .ratelimit import TokenBucket
 from .recovery import Resumption, Session
 
@@ -145,6 +145,8 @@ class ClientEvents:
         self.journal = getattr(manager, "journal", None)
         self.history_store = getattr(manager, "history", None)
         self.resumable = self.journal is not None and settings.recovery_window > 0
+        self._meters: dict[str, tuple[Any, Any]] = {}
+        """event label -> (received counter, handling-time histogram), looked up once per event."""
 
     # -- connection lifecycle -------------------------------------------------------------
 
@@ -265,7 +267,10 @@ class ClientEvents:
         handler = self.handlers.get(event)
         # unknown types share one label so clients cannot grow the metric's label set
         label = event if handler is not None else "unknown"
-        labelled(MESSAGES_RECEIVED, label).inc()
+        meters = self._meters.get(label)
+        if meters is None:
+            meters = self._meters[label] = (MESSAGES_RECEIVED.labels(label), EVENT_LATENCY.labels(label))
+        meters[0].inc()
         started = time.perf_counter()
         try:
             if handler is None:
@@ -274,18 +279,20 @@ class ClientEvents:
                 raise ProtocolError(TOO_MANY, "rate limit exceeded, slow down")
             result = await handler(connection, content)
         except ProtocolError as error:
-            labelled(ERRORS, str(error.code)).inc()
+            ERRORS.labels(error.code).inc()
             if ack_requested:
                 return {"ok": False, "error": error.as_dict()}
             await self.send(sid, error_envelope(error))
             return None
         finally:
-            labelled(EVENT_LATENCY, label).observe(time.perf_counter() - started)
+            meters[1].observe(time.perf_counter() - started)
         return result if ack_requested else None
 
     async def send(self, sid: str, envelope: dict[str, Any]) -> None:
-        """Deliver to one connection of this node (never through Redis: nobody else has it)."""
-        await self.emit(envelope, to=sid, local=True)
+        """Deliver to one connection of this node: never through Redis (nobody else has it), and
+        straight to its writer (no broadcast machinery for one recipient)."""
+        sent_counter(envelope["type"]).inc()
+        await self.sio.manager.send_local(sid, envelope["type"], envelope)
 
     async def emit(self, envelope: dict[str, Any], to: str | None = None, local: bool = False) -> None:
         """Deliver an envelope to a connection sid, a room (``user:<id>`` for a user) or, with

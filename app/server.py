@@ -29,6 +29,7 @@ from .fanout import FanoutManager, install_fast_websocket
 from .handlers import RESUME_ENVIRON_KEY, TRANSPORT_ENVIRON_KEY, ClientEvents, refuse
 from .history import History
 from .http_errors import error_middleware
+from .jsoncodec import dumps, loads
 from .openapi import PATH as OPENAPI_PATH
 from .openapi import openapi_document
 from .operations import Operations
@@ -43,30 +44,52 @@ MANAGER_DRAIN_TIMEOUT = 2.0
 
 
 class GatewayServer(socketio.AsyncServer):
-    """python-socketio's AsyncServer with two hooks the gateway needs.
+    """python-socketio's AsyncServer with the hooks the gateway needs.
 
     - Client events go straight to :meth:`ClientEvents.dispatch`, which must know whether the
       client asked for an ack (errors then travel in the ack, otherwise as an ``error``
       envelope). Only ``_handle_event`` knows that, so the gateway takes over there; it also
       skips python-socketio's generic handler lookup on the per-message path.
+    - The request/response path has no packet objects: an EVENT packet of the default namespace
+      (``2[...]`` or ``2<id>[...]``) is decoded here in one step, and the ACK is encoded once
+      and pushed to the connection's writer (:meth:`FanoutManager.send_packet`).
     - The ``welcome`` envelope must follow the CONNECT packet, so it is sent after
       ``_handle_connect`` has completed the handshake rather than from the connect handler.
+
+    Private interfaces of python-socketio relied on: ``_handle_eio_message``, ``_handle_event``,
+    ``_handle_connect``, ``_send_packet`` and ``_binary_packet`` (see ``socketio/async_server.py``).
     """
 
     events: ClientEvents
+    manager: FanoutManager
+
+    async def _handle_eio_message(self, eio_sid, data):  # type: ignore[no-untyped-def]
+        if type(data) is str and data[:1] == "2" and eio_sid not in self._binary_packet:
+            body = data.find("[", 1)
+            ack_id = data[1:body]
+            if body > 0 and (not ack_id or (len(ack_id) <= 15 and ack_id.isascii() and ack_id.isdigit())):
+                # what Packet(encoded_packet=data) decodes, without the object: no namespace,
+                # no attachments, an optional numeric id, then the JSON arguments
+                return await self._handle_event(eio_sid, "/", int(ack_id) if ack_id else None, loads(data[body:]))
+        return await super()._handle_eio_message(eio_sid, data)
 
     async def _handle_event(self, eio_sid, namespace, id, data):  # type: ignore[no-untyped-def]
         namespace = namespace or "/"
         sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
         if namespace != "/" or not self.manager.is_connected(sid, namespace):
             return await super()._handle_event(eio_sid, namespace, id, data)
+        if not isinstance(data, list):
+            raise ValueError("an EVENT packet carries a JSON array")  # the transport ends the session
         if not data or not isinstance(data[0], str):
             return  # not an event python-socketio's client could have sent
         result = await self.events.dispatch(sid, data[0], data[1] if len(data) > 1 else None, id is not None)
         if id is not None:
-            await self._send_packet(
-                eio_sid, self.packet_class(sio_packet.ACK, namespace=namespace, id=id, data=[result])
-            )
+            try:
+                encoded = f"3{id}{dumps([result])}"
+            except TypeError:  # binary data in the answer: python-socketio's encoder splits it out
+                pkt = self.packet_class(sio_packet.ACK, namespace=namespace, id=id, data=[result])
+                return await self._send_packet(eio_sid, pkt)
+            await self.manager.send_packet(sid, eio_sid, encoded)
 
     async def _send_packet(self, eio_sid, pkt):  # type: ignore[no-untyped-def]
         """The CONNECT answer carries the session id as ``pid``, which is how socket.io-client

@@ -194,8 +194,10 @@ export async function connect(o) {
   };
 }
 
-// `clients` connections, each in a closed loop for `durationMs`: send `ping`, wait for `pong`.
-export async function ping(o) {
+// `clients` connections, each in a closed loop for `durationMs`: send a request, wait for its
+// answer. ping: `ping` without an ack, answered by a `pong` envelope; ack: `join_room` with an ack
+// (the room is joined the first time, so the rest measure the ack path itself).
+async function roundTrips(o, sendAndWait) {
   const waiters = new Array(o.clients).fill(null);
   const { clients, failed, firstError } = await openMany(o.clients, o.concurrency, o, (i) => ({
     Client: CLIENTS[o.client],
@@ -221,8 +223,8 @@ export async function ping(o) {
       const sent = nowMicros();
       const answered = await new Promise((resolve) => {
         const timer = setTimeout(() => resolve(false), o.stallMs);
-        waiters[i] = () => { clearTimeout(timer); resolve(true); };
-        c.emit('ping', null);
+        const done = () => { clearTimeout(timer); resolve(true); };
+        sendAndWait(c, done, (fn) => { waiters[i] = fn; });
       });
       if (!answered) { lost++; return; }
       latencies.push(nowMicros() - sent);
@@ -241,4 +243,10 @@ export async function ping(o) {
   };
 }
 
-export const SCENARIOS = { fanout, connect, ping };
+export const ping = (o) => roundTrips(o, (c, done, waitPong) => { waitPong(done); c.emit('ping', null); });
+
+export const ack = (o) => roundTrips(o, (c, done) => {
+  c.request('join_room', ROOM).then((answer) => { if (answer?.ok) done(); }, () => {});
+});
+
+export const SCENARIOS = { fanout, connect, ping, ack };
