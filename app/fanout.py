@@ -220,11 +220,9 @@ class FanoutManager(socketio.AsyncManager):
         **kwargs: Any,
     ) -> None:
         room = to or room
-        if callback is not None or namespace not in self.rooms:
+        if callback is not None or namespace != "/":
             return await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback)
         args = list(data) if isinstance(data, tuple) else ([] if data is None else [data])
-        if namespace != "/":
-            return await super().emit(event, data, namespace, room=room, skip_sid=skip_sid)
         try:
             # what Packet(EVENT, data).encode() gives in "/" without an ack id, minus its
             # recursive scan for binary data: bytes make the encoder raise instead
@@ -234,8 +232,10 @@ class FanoutManager(socketio.AsyncManager):
         encoded = "2" + body
         offset: str | None = None
         journal = self.journal
-        # direct replies to one connection (welcome, pong, error) are not part of the stream
-        if journal is not None and not (isinstance(room, str) and room in self.rooms[namespace][None]):
+        connected = self.rooms.get(namespace)
+        # direct replies to one connection (welcome, pong, error) are not part of the stream; the
+        # rest is kept even when nobody here receives it (history, another node's session)
+        if journal is not None and not (isinstance(room, str) and room in (connected or {}).get(None, ())):
             offset = journal.record(room, skip_sid, body)
             if self.history is not None and isinstance(room, str) and len(args) == 1 and isinstance(args[0], dict):
                 self.history.add(room, offset, args[0])
@@ -243,6 +243,8 @@ class FanoutManager(socketio.AsyncManager):
                 encoded = tagged_packet(body, offset)
             else:
                 offset = None
+        if connected is None:
+            return
         skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
         # clients whose connect handler is still running have not been told they are connected:
         # an event now would arrive before the CONNECT answer (python-socketio sends it anyway)

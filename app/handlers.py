@@ -147,6 +147,8 @@ class ClientEvents:
         self.resumable = self.journal is not None and settings.recovery_window > 0
         self._meters: dict[str, tuple[Any, Any]] = {}
         """event label -> (received counter, handling-time histogram), looked up once per event."""
+        self.session_store = getattr(manager, "session_store", None)
+        """Cluster only: sessions in Redis, resumable on any node (realtime_gateway.recovery_cluster)."""
 
     # -- connection lifecycle -------------------------------------------------------------
 
@@ -173,15 +175,36 @@ class ClientEvents:
             assert self.journal is not None
             resumed = None
             if isinstance(resume, dict) and resume.get("pid") is not None:
-                resumed = self.journal.claim(resume.get("pid"), identity.user_id, resume.get("offset"), sid)
+                pid, offset = resume.get("pid"), resume.get("offset")
+                resumed = self.journal.claim(pid, identity.user_id, offset, sid)
+                if resumed is None and self.session_store is not None:
+                    resumed = await self._claim_elsewhere(pid, identity.user_id, offset, sid)
             if resumed is None:
                 connection.session = self.journal.open(identity.user_id, sid)
             else:
                 connection.session, connection.resumed = resumed.session, resumed
-                if resumed.previous_sid in self.connections:
+                if resumed.previous_sid is not None and (
+                    resumed.previous_sid in self.connections or resumed.remote is not None
+                ):
                     # the old connection is dead but not yet noticed: it must not take more messages
                     await self.sio.disconnect(resumed.previous_sid)
+            if self.session_store is not None and (resumed is None or resumed.remote is not None):
+                await self.session_store.opened(connection.session, identity.user_room)
         return connection
+
+    async def _claim_elsewhere(self, pid: Any, user_id: str, offset: Any, sid: str) -> Resumption | None:
+        """A session another node served, from its record in Redis (cluster only)."""
+        store, journal = self.session_store, self.journal
+        assert store is not None and journal is not None
+        record = await store.load(pid)
+        if record is None or record["user"] != user_id:
+            return None
+        position = journal.remote_position(record, offset)  # type: ignore[attr-defined]
+        if position is None:
+            return None
+        if not await self.sio.manager.catch_up(position[0], record["origin"].encode(), position[1]):
+            return None
+        return journal.remote_claim(record, position, sid)  # type: ignore[attr-defined]
 
     async def connected(self, sid: str) -> None:
         """Called once the Socket.IO handshake completed: join the user's room, say welcome."""
@@ -192,7 +215,7 @@ class ClientEvents:
         resumed, connection.resumed = connection.resumed, None
         if resumed is None:
             await self.sio.enter_room(sid, identity.user_room)
-            self._track(connection, identity.user_room, joined=True)
+            await self._track(connection, identity.user_room, joined=True)
         welcome: dict[str, Any] = {
             "sid": sid,
             "user_id": identity.user_id,
@@ -215,9 +238,11 @@ class ClientEvents:
     async def _restore(self, connection: Connection, resumed: Resumption) -> None:
         """Rooms back and the missed messages replayed, with no suspension in between: nothing
         emitted meanwhile can reach the connection out of order or be missed."""
-        assert self.journal is not None
+        journal = self.journal
+        assert journal is not None
         manager = self.sio.manager
-        for room in list(resumed.session.rooms):  # _track may drop some
+        refused = []
+        for room in list(resumed.session.rooms):
             if room.startswith(USER_ROOM_PREFIX):
                 manager.basic_enter_room(connection.sid, "/", room)
             elif self.access.may_join(connection.identity, room) is None:
@@ -226,26 +251,37 @@ class ClientEvents:
                 connection.rooms.add(room)
                 self.rooms.add(room)
             else:  # and none of what was sent to the room while away is replayed
-                self._track(connection, room, joined=False)
-        missed = self.journal.missed(resumed)
+                journal.left(resumed.session, connection.sid, room)
+                refused.append(room)
+        missed = journal.missed(resumed)
         await manager.replay(connection.sid, missed)
+        if self.session_store is not None:  # only now: Redis must not come between rooms and replay
+            for room in refused:
+                await self.session_store.left(resumed.session, room)
         log.info(
             "recovered sid=%s user=%s: %d missed message(s)", connection.sid, connection.identity.user_id, len(missed)
         )
 
-    def _track(self, connection: Connection, room: str, joined: bool) -> None:
-        """Keep the session's rooms in step with the connection's, for a later recovery."""
-        if connection.session is not None:
-            assert self.journal is not None
-            change = self.journal.joined if joined else self.journal.left
-            change(connection.session, connection.sid, room)
+    async def _track(self, connection: Connection, room: str, joined: bool) -> None:
+        """Keep the session's rooms in step with the connection's, for a later recovery (in a
+        cluster also in Redis, before the client is answered: its node may die next)."""
+        session = connection.session
+        if session is None or session.sid != connection.sid:
+            return
+        assert self.journal is not None
+        (self.journal.joined if joined else self.journal.left)(session, connection.sid, room)
+        if self.session_store is not None and not room.startswith(USER_ROOM_PREFIX):
+            await (self.session_store.joined if joined else self.session_store.left)(session, room)
 
     async def disconnected(self, sid: str, reason: Any = None) -> None:
         connection = self.connections.pop(sid, None)
         if connection is None:
             return
-        if connection.session is not None:
-            self.journal.closed(connection.session, sid)  # type: ignore[union-attr]
+        session = connection.session
+        if session is not None:
+            if self.session_store is not None and session.sid == sid:
+                self.session_store.closed(session)
+            self.journal.closed(session, sid)  # type: ignore[union-attr]
         self.transports[connection.transport] -= 1
         for room in connection.rooms:
             self.rooms.discard(room)
@@ -335,14 +371,14 @@ class ClientEvents:
             await self.sio.enter_room(connection.sid, room)
             connection.rooms.add(room)
             self.rooms.add(room)
-            self._track(connection, room, joined=True)
+            await self._track(connection, room, joined=True)
 
     async def exit_room(self, connection: Connection, room: str) -> None:
         if room in connection.rooms:
             await self.sio.leave_room(connection.sid, room)
             connection.rooms.discard(room)
             self.rooms.discard(room)
-            self._track(connection, room, joined=False)
+            await self._track(connection, room, joined=False)
 
     async def room_message(self, connection: Connection, content: Any) -> dict[str, Any]:
         body = require_object(content, "room_message")

@@ -46,6 +46,7 @@ class Entry(NamedTuple):
     skip: Any  # skip_sid as given to emit: None, a sid or a list of sids
     body: str  # the JSON of [event, *args], without the offset
     offset: str
+    pos: Any = None  # in a cluster: where the message is on the bus (see recovery_cluster)
 
 
 @dataclass(eq=False, slots=True)
@@ -70,6 +71,8 @@ class Resumption:
     session: Session
     after: int
     previous_sid: str | None
+    remote: Any = None
+    """Set when the session was served by another node (:class:`realtime_gateway.recovery_cluster.Remote`)."""
 
 
 class Journal:
@@ -93,21 +96,28 @@ class Journal:
         """Give the next message its offset and keep it for the window (the hot path: no lookup,
         one append, and trimming that touches only what expired)."""
         seq = self.last_seq = next(self._seq)
-        offset = f"{self.epoch}-{seq:0{SEQ_WIDTH}x}"
+        offset, pos = self._tag(seq)
         if self.window > 0:
             now = time.monotonic()
             entries = self._entries
-            entries.append(Entry(seq, now, room, skip, body, offset))
+            entries.append(Entry(seq, now, room, skip, body, offset, pos))
             limit = now - self._keep
             while entries[0].at < limit or len(entries) > JOURNAL_MAX_ENTRIES:
-                entries.popleft()
+                self._trimmed(entries.popleft())
         return offset
+
+    def _tag(self, seq: int) -> tuple[str, Any]:
+        """The offset of the message numbered ``seq``, and its bus position (none on one node)."""
+        return f"{self.epoch}-{seq:0{SEQ_WIDTH}x}", None
+
+    def _trimmed(self, entry: Entry) -> None:
+        """An entry left the journal (a subclass keeps track of what is no longer covered)."""
 
     def parse(self, offset: Any) -> int | None:
         """The sequence number of an offset of this epoch, else None."""
         if not isinstance(offset, str):
             return None
-        epoch, _, seq = offset.partition("-")
+        epoch, _, seq = offset.partition(".")[0].partition("-")
         if epoch != self.epoch or len(seq) != SEQ_WIDTH:
             return None
         try:
@@ -154,6 +164,15 @@ class Journal:
             for entry in itertools.islice(entries, start, None)
             if _addressed(entry, rooms) and not _skipped(entry.skip, old_sid)
         ]
+
+    def adopt(self, session: Session, sid: str) -> Resumption:
+        """Take over a session another node served (recovered by the caller): it is this node's
+        from now on, its rooms counted as joined here now."""
+        self._expire()
+        session.sid, session.start_seq = sid, self.last_seq
+        session.rooms = dict.fromkeys(session.rooms, self.last_seq)
+        self.sessions[session.pid] = session
+        return Resumption(session, self.last_seq, None)
 
     def _first_seq(self) -> int:
         return self._entries[0].seq if self._entries else self.last_seq + 1

@@ -37,6 +37,7 @@ from .plain_ws import handle_ws
 from .publish_api import history as history_api
 from .publish_api import publish
 from .recovery import Journal
+from .recovery_cluster import ClusterJournal, RecoveringStreamManager, SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -109,19 +110,26 @@ class GatewayServer(socketio.AsyncServer):
 
 
 def create_manager(settings: Settings) -> FanoutManager:
-    manager = (
-        StreamManager(
+    """The client manager, with the recovery journal and history attached when they are on."""
+    manager: FanoutManager
+    recovering = settings.recovery_window > 0
+    if settings.redis_url:
+        bus = RecoveringStreamManager if recovering else StreamManager
+        manager = bus(
             settings.redis_url,
             max_len=settings.bus_max_len,
             max_age=settings.bus_max_age,
             outbox_max_bytes=settings.outbox_max_bytes,
             outbox_max_age=settings.outbox_max_age,
         )
-        if settings.redis_url
-        else FanoutManager()
-    )
-    if settings.recovery_window > 0 or settings.history_size > 0:
-        manager.journal = Journal(settings.recovery_window, tag_frames=settings.recovery_window > 0)
+    else:
+        manager = FanoutManager()
+    if isinstance(manager, RecoveringStreamManager):
+        journal = ClusterJournal(settings.recovery_window, manager)
+        manager.journal = journal
+        manager.session_store = SessionStore(settings.redis_url or "", settings.recovery_window, journal)
+    elif recovering or settings.history_size > 0:
+        manager.journal = Journal(settings.recovery_window, tag_frames=recovering)
     if settings.history_size > 0:
         manager.history = History(settings.history_size, settings.history_ttl)
     return manager
@@ -224,6 +232,8 @@ async def _drain_manager(app: web.Application) -> None:
     if isinstance(manager, StreamManager):
         await manager.drain(MANAGER_DRAIN_TIMEOUT)
         await manager.close()
+    if isinstance(manager, RecoveringStreamManager):
+        await manager.session_store.close()
 
 
 async def _disconnect_everyone(app: web.Application) -> None:

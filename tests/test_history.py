@@ -124,3 +124,16 @@ async def test_history_off(gateway_factory, clients):
     member = await clients.sio(node.url, make_token(uid()))
     await join(member, room)
     assert (await member.call("history", {"room": room}))["error"]["code"] == 404
+
+
+async def test_history_keeps_what_was_sent_while_nobody_was_connected(gateway_factory, clients):
+    node = gateway_factory(env={"API_KEY": API_KEY})
+    room = uid("room")
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with aiohttp.ClientSession() as http:
+        body = {"target": {"room": room}, "type": "data_update", "content": {"entity": "order"}}
+        async with http.post(f"{node.url}/api/publish", json=body, headers=headers) as response:
+            sent = (await response.json())["id"]
+    member = await clients.sio(node.url, make_token(uid()))
+    await join(member, room)
+    assert [m["id"] for m in (await member.call("history", {"room": room}))["messages"]] == [sent]

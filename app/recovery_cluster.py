@@ -1,0 +1,329 @@
+"""Connection-state recovery across the nodes of a cluster: a client resumes on any node,
+including after the node it was on was SIGKILLed.
+
+Every node delivers the same bus stream (:mod:`realtime_gateway.bus`), but in its own order: its
+own emits at once, everyone else's when it reads them. So an offset handed out by node B says
+where B was on the bus when it delivered the message: ``<epoch>-<seq>.<S>.<n>``, where ``S`` is
+the last stream entry B had read and ``n`` the last sequence number B had written. What B had
+delivered up to that message is exactly: the entries up to ``S`` (from every origin but B) and
+B's own entries up to ``n``. Another node A that resumes the session replays, from its own
+journal, every message addressed to the session's rooms that is *not* in that set:
+
+- an entry of another origin (a node, an emitter) with stream id > ``S``;
+- an entry of B with sequence number > ``n``;
+- an entry of A itself whose stream id is > ``S``, or which is not on the stream yet.
+
+Before it does, A waits (briefly) until it has read the stream up to ``S`` and B's entries up to
+``n``, so nothing B delivered can still reach the client live through A. The session itself
+(user, node, rooms with the bus position at which each was joined) is written to Redis when it
+changes, before the client is answered, so it survives its node; a node refreshes the records of
+its live sessions, and a record expires ``--recovery-window`` seconds after its connection ended
+(or its node stopped refreshing it).
+
+Relies on the bus's ``_receive(fields)``, ``_last_id``, ``_seq``, ``_origin`` and
+:func:`realtime_gateway.bus._stream_id` (one module of ours, not a library).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from typing import Any
+
+from .bus import StreamManager, _stream_id
+from .bus_wire import FIELD_ORIGIN, FIELD_SEQ, redis_client
+from .recovery import Entry, Journal, Resumption, Session
+
+log = logging.getLogger(__name__)
+
+OWN = object()
+"""Position marker of an emit of this node, resolved to (origin, seq, None) when it is recorded."""
+CATCH_UP_TIMEOUT = 2.0
+"""How long a resuming node waits to have read what the old node had read (normally: ms)."""
+CATCH_UP_POLL = 0.02
+OWN_IDS_KEPT = 200_000
+SESSION_PREFIX = "gateway:session:"
+STORE_TIMEOUT = 2.0
+REFRESH_EVERY = 20.0
+
+
+class RecoveringStreamManager(StreamManager):
+    """The bus manager that tells the journal where on the stream each delivery is."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.position: Any = None
+        self.own_ids: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+        """This node's sequence numbers -> their stream ids, as they came back through the bus."""
+        self.highest: dict[bytes, int] = {}
+        """The highest sequence number read, per origin."""
+        self.first_read: bytes | None = None
+        self.session_store: SessionStore | None = None
+
+    async def emit(  # type: ignore[override]
+        self,
+        event: str,
+        data: Any,
+        namespace: str | None = None,
+        room: Any = None,
+        skip_sid: Any = None,
+        callback: Any = None,
+        to: Any = None,
+        ignore_queue: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        # the journal reads the position synchronously, before the first suspension of emit
+        self.position = None if ignore_queue or callback is not None else OWN
+        try:
+            await super().emit(event, data, namespace, room, skip_sid, callback, to, ignore_queue, **kwargs)
+        finally:
+            self.position = None
+
+    async def _receive(self, fields: dict[bytes, bytes]) -> None:
+        origin = fields.get(FIELD_ORIGIN)
+        try:
+            seq = int(fields[FIELD_SEQ])
+        except (KeyError, ValueError):
+            return await super()._receive(fields)
+        entry_id = self._last_id
+        assert entry_id is not None  # set by the read loop before it hands over the entry
+        if self.first_read is None:
+            self.first_read = entry_id
+        if origin == self._origin:
+            self.own_ids[seq] = entry_id
+            if len(self.own_ids) > OWN_IDS_KEPT:
+                self.own_ids.popitem(last=False)
+            return await super()._receive(fields)
+        if origin is not None and seq > self.highest.get(origin, 0):
+            self.highest[origin] = seq
+        self.position = (origin, seq, entry_id)
+        try:
+            await super()._receive(fields)
+        finally:
+            self.position = None
+
+    def cursor(self) -> str:
+        """Where this node is on the bus: ``<last stream id read>.<last sequence number written>``."""
+        return f"{(self._last_id or b'0-0').decode()}.{self._seq:x}"
+
+    async def catch_up(self, stream_id: tuple[int, int], origin: bytes, seq: int) -> bool:
+        """Wait until this node has read the stream up to ``stream_id`` and ``origin``'s entries up
+        to ``seq``. False when the first never happened within the bound (the second may not
+        happen at all: what a killed node had not written yet is gone)."""
+        deadline = time.monotonic() + CATCH_UP_TIMEOUT
+        while time.monotonic() < deadline:
+            read = _stream_id(self._last_id or b"0-0") >= stream_id
+            if read and self.highest.get(origin, 0) >= seq:
+                return True
+            await asyncio.sleep(CATCH_UP_POLL)
+        return _stream_id(self._last_id or b"0-0") >= stream_id
+
+
+class Remote:
+    """A session another node served: the bus position of its last offset and of its joins."""
+
+    __slots__ = ("origin", "rooms", "seq", "stream_id")
+
+    def __init__(self, origin: bytes, stream_id: tuple[int, int], seq: int, rooms: dict[str, tuple[Any, int]]) -> None:
+        self.origin = origin
+        self.stream_id = stream_id
+        self.seq = seq
+        self.rooms = rooms
+
+
+def parse_cursor(text: str) -> tuple[tuple[int, int], int] | None:
+    """``<stream id>.<seq hex>`` -> ((ms, n), seq), None when malformed."""
+    stream, _, seq = text.partition(".")
+    try:
+        return _stream_id(stream), int(seq, 16)
+    except ValueError:
+        return None
+
+
+class ClusterJournal(Journal):
+    """The journal of a cluster node: offsets carry the bus position (see the module docstring)."""
+
+    def __init__(self, window: float, manager: RecoveringStreamManager, tag_frames: bool = True) -> None:
+        super().__init__(window, tag_frames)
+        self.manager = manager
+        self.floor: tuple[int, int] = (0, 0)
+        """The journal holds every delivery after this stream id (raised as entries are trimmed)."""
+
+    def _tag(self, seq: int) -> tuple[str, Any]:
+        manager = self.manager
+        pos = manager.position
+        if pos is OWN:
+            pos = (manager._origin, manager._seq, None)
+        return f"{self.epoch}-{seq:012x}.{manager.cursor()}", pos
+
+    def _trimmed(self, entry: Entry) -> None:
+        if entry.pos is not None:
+            _, seq, entry_id = entry.pos
+            entry_id = entry_id or self.manager.own_ids.get(seq)
+            if entry_id is not None:
+                self.floor = max(self.floor, _stream_id(entry_id))
+
+    def remote_position(self, record: dict[str, Any], offset: Any) -> tuple[tuple[int, int], int] | None:
+        """The bus position of ``offset`` (None: the session's start) in the session ``record``
+        of another node; None when the offset is not one that node handed out."""
+        if offset is None:
+            return parse_cursor(record["start"])
+        if not isinstance(offset, str):
+            return None
+        epoch, _, rest = offset.partition("-")
+        return parse_cursor(rest.partition(".")[2]) if epoch == record["epoch"] else None
+
+    def remote_claim(
+        self, record: dict[str, Any], position: tuple[tuple[int, int], int], sid: str
+    ) -> Resumption | None:
+        """The session of another node (its Redis ``record``) for the connection ``sid``, when this
+        node's journal holds everything the session missed after ``position``."""
+        first = self.manager.first_read
+        if first is None or position[0] < max(self.floor, _stream_id(first)):
+            return None  # this node did not see (or no longer keeps) all of what followed
+        rooms = {}
+        for room, value in record["rooms"].items():
+            parsed = parse_cursor(value)
+            if parsed is None:
+                return None
+            rooms[room] = parsed
+        session = Session(record["pid"], record["user"], None, self.last_seq, dict.fromkeys(rooms))
+        resumed = self.adopt(session, sid)
+        resumed.previous_sid = record.get("sid") or None
+        resumed.remote = Remote(record["origin"].encode(), position[0], position[1], rooms)
+        return resumed
+
+    def missed(self, resumed: Resumption) -> list[Entry]:
+        remote = resumed.remote
+        if remote is None:
+            return super().missed(resumed)
+        own, own_ids = self.manager._origin, self.manager.own_ids
+
+        def after(pos: Any, stream_id: tuple[int, int], seq: int) -> bool:
+            origin, number, entry_id = pos
+            if origin == remote.origin:
+                return number > seq
+            if origin == own:
+                entry_id = own_ids.get(number)
+                return entry_id is None or _stream_id(entry_id) > stream_id
+            return _stream_id(entry_id) > stream_id
+
+        missed = []
+        for entry in self._entries:
+            pos = entry.pos
+            if pos is None or not after(pos, remote.stream_id, remote.seq):
+                continue
+            room = entry.room
+            targets = [None] if room is None else [room] if isinstance(room, str) else room
+            if any(r is None or (r in remote.rooms and after(pos, *remote.rooms[r])) for r in targets):
+                missed.append(entry)
+        return missed
+
+
+class SessionStore:
+    """Sessions in Redis (``gateway:session:<pid>``), so that any node can resume them."""
+
+    def __init__(self, url: str, window: float, journal: ClusterJournal) -> None:
+        self.redis = redis_client(url, STORE_TIMEOUT, "gateway-sessions", decode_responses=True)
+        self.window = window
+        self.journal = journal
+        self._live: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._refresher: asyncio.Task[None] | None = None
+
+    @property
+    def _live_ttl(self) -> int:
+        return int(self.window + 3 * REFRESH_EVERY)
+
+    async def opened(self, session: Session, user_room: str) -> bool:
+        """Write a new (or adopted) session with its rooms; False when Redis did not take it."""
+        cursor = self.journal.manager.cursor()
+        fields = {
+            "user": session.user_id,
+            "origin": self.journal.manager._origin.decode(),
+            "epoch": self.journal.epoch,
+            "start": cursor,
+            "sid": session.sid or "",
+            **{f"r:{room}": cursor for room in {*session.rooms, user_room}},
+        }
+        self._live.add(session.pid)
+        self._ensure_refresher()
+        return await self._write(session.pid, lambda pipe, key: pipe.delete(key).hset(key, mapping=fields))
+
+    async def joined(self, session: Session, room: str) -> bool:
+        cursor = self.journal.manager.cursor()
+        return await self._write(session.pid, lambda pipe, key: pipe.hset(key, f"r:{room}", cursor))
+
+    async def left(self, session: Session, room: str) -> bool:
+        return await self._write(session.pid, lambda pipe, key: pipe.hdel(key, f"r:{room}"))
+
+    def closed(self, session: Session) -> None:
+        """The connection ended: the record lasts the recovery window from now."""
+        self._live.discard(session.pid)
+        self._spawn(self._expire(session.pid, int(self.window) or 1))
+
+    async def load(self, pid: Any) -> dict[str, Any] | None:
+        if not isinstance(pid, str) or not pid:
+            return None
+        try:
+            fields = await self.redis.hgetall(SESSION_PREFIX + pid)
+        except Exception as exc:
+            log.warning("cannot read session %s from Redis: %s", pid[:6], exc)
+            return None
+        if not fields or not {"user", "origin", "epoch", "start"} <= fields.keys():
+            return None
+        rooms = {key[2:]: value for key, value in fields.items() if key.startswith("r:")}
+        return {**fields, "pid": pid, "rooms": rooms}
+
+    async def _write(self, pid: str, build: Any) -> bool:
+        key = SESSION_PREFIX + pid
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                build(pipe, key)
+                pipe.expire(key, self._live_ttl)
+                await pipe.execute()
+            return True
+        except Exception as exc:
+            # the record may now miss a change: no node may resume from it
+            log.warning("session %s not written to Redis (%s): it cannot be resumed elsewhere", pid[:6], exc)
+            self._spawn(self._forget(key))
+            return False
+
+    async def _forget(self, key: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.redis.delete(key)
+
+    async def _expire(self, pid: str, seconds: int) -> None:
+        with contextlib.suppress(Exception):
+            await self.redis.expire(SESSION_PREFIX + pid, seconds)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _ensure_refresher(self) -> None:
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.ensure_future(self._refresh_forever())
+
+    async def _refresh_forever(self) -> None:
+        """Keep the records of this node's live sessions; those of a dead node then expire."""
+        while True:
+            await asyncio.sleep(REFRESH_EVERY)
+            live = list(self._live)
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for pid in live:
+                        pipe.expire(SESSION_PREFIX + pid, self._live_ttl)
+                    await pipe.execute()
+            except Exception as exc:
+                log.warning("cannot refresh %d session(s) in Redis: %s", len(live), exc)
+
+    async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
