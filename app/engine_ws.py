@@ -1,14 +1,24 @@
-"""Engine.IO v4 over WebSocket, served by the gateway: the transport almost every Socket.IO
-client uses (socket.io-client's default upgrade path ends here too when it is configured with
-``transports: ["websocket"]``).
+"""Engine.IO v4 over WebSocket, served by the gateway: new WebSocket-only sessions, and the
+WebSocket a long-polling session upgrades to.
 
 python-engineio's own WebSocket transport runs a writer task and an ``asyncio.Queue`` per client
 and wraps every inbound message in a new task; at thousands of connections that is most of the
-memory and much of the CPU of an idle or chatty connection. A WebSocket-only session needs none
-of it: :class:`EngineSocket` speaks the Engine.IO v4 packets itself (``0`` open, ``2``/``3``
-ping/pong, ``4`` message, ``1`` close) and hands Socket.IO packets to python-socketio exactly as
-Engine.IO would. Sessions that start with long-polling (and may upgrade) stay with
-python-engineio.
+memory and much of the CPU of an idle or chatty connection. :class:`EngineSocket` needs none of
+it: it speaks the Engine.IO v4 packets itself (``0`` open, ``2``/``3`` ping/pong, ``4`` message,
+``1`` close) and hands Socket.IO packets to python-socketio exactly as Engine.IO would.
+
+Upgrade (a client that started with long-polling, :mod:`realtime_gateway.engine_polling`):
+the WebSocket opens with the session's ``sid``; the client sends ``2probe``, we answer
+``3probe`` on the WebSocket only and let the client's pending poll return (``6`` if nothing is
+waiting) so it can pause polling; the client sends ``5``; the packets still waiting for a poll
+move to this socket's writer in order and the session continues here, on the same
+:class:`~realtime_gateway.fanout.FrameWriter` path as any WebSocket session. Nothing is written to
+the new WebSocket before ``3probe``, and no noop after it. A second WebSocket for a session
+that is upgrading or upgraded is accepted and closed at once, as the protocol requires.
+
+Every session that has not sent a Socket.IO CONNECT within ``--connect-timeout`` is closed
+(:func:`arm_connect_timeout`); the Socket.IO layer (:mod:`realtime_gateway.sio_server`)
+cancels the timer when the session connects, the socket when it closes.
 
 See :mod:`realtime_gateway.ws_session` for the python-socketio interfaces relied on.
 """
@@ -22,16 +32,16 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 from engineio import packet as eio_packet
 
-from .appkeys import SETTINGS_KEY, SIO_KEY
+from .engine_polling import PollingSocket, handshake
 from .fanout import text_frame
-from .http_errors import error_response
-from .jsoncodec import dumps
-from .ws_session import SessionSocket, minimal_environ
+from .ws_session import SessionSocket
 
 log = logging.getLogger(__name__)
 
 EIO_PING = text_frame(b"2")
-_OPEN, _CLOSE, _PING, _PONG, _MESSAGE, _NOOP = "0", "1", "2", "3", "4", "6"
+_CLOSE, _PING, _PONG, _MESSAGE, _UPGRADE, _NOOP = "1", "2", "3", "4", "5", "6"
+UPGRADE_TIMEOUT = 10.0
+"""Seconds an upgrading WebSocket has to send ``2probe`` and then ``5`` (engine.io's default)."""
 
 
 class EngineSocket(SessionSocket):
@@ -48,34 +58,19 @@ class EngineSocket(SessionSocket):
         if pkt.packet_type == eio_packet.MESSAGE and isinstance(pkt.data, str):
             self.push_text(_MESSAGE + pkt.data)
         elif pkt.packet_type == eio_packet.MESSAGE and isinstance(pkt.data, bytes):
-            self.frame_writer.push(text_frame(pkt.data, opcode=0x2))  # v4: binary frames carry no prefix
+            self.push_binary(pkt.data)  # v4: binary frames carry no prefix
         elif pkt.packet_type == eio_packet.CLOSE:
             self.shutdown(WSCloseCode.OK, "server disconnect")
         else:
             self.push_text(pkt.encode())
 
     async def on_open(self, environ: dict[str, Any]) -> bool:
-        eio = self.sio.eio
-        self.push_text(
-            _OPEN
-            + dumps(
-                {
-                    "sid": self.sid,
-                    "upgrades": [],
-                    "pingInterval": int(eio.ping_interval * 1000),
-                    "pingTimeout": int(eio.ping_timeout * 1000),
-                    "maxPayload": eio.max_http_buffer_size,
-                }
-            )
-        )
-        # authentication happens on the client's CONNECT packet; one that never sends it must
-        # not hold a connection open forever (socket.io's own server has the same limit)
-        asyncio.get_running_loop().call_later(self.settings.connect_timeout, self._require_namespace)
+        self.push_text(handshake(self.sid, self.settings, []))
+        arm_connect_timeout(self)
         return True
 
-    def _require_namespace(self) -> None:
-        if not self.closing and self.sio.manager.sid_from_eio_sid(self.sid, "/") is None:
-            self.shutdown(WSCloseCode.POLICY_VIOLATION, "no Socket.IO connect in time")
+    def close_unconnected(self) -> None:
+        self.shutdown(WSCloseCode.POLICY_VIOLATION, "no Socket.IO connect in time")
 
     async def on_message(self, msg: WSMessage) -> None:
         if msg.type == WSMsgType.BINARY:
@@ -97,29 +92,58 @@ class EngineSocket(SessionSocket):
             log.info("closing Engine.IO session %s: %s", self.sid, exc)
             self.shutdown(WSCloseCode.UNSUPPORTED_DATA, "invalid packet")
 
+    # -- upgrade from long-polling ------------------------------------------------------------
 
-def wants_engine_socket(request: web.Request) -> bool:
-    """A new WebSocket-only Engine.IO v4 session (no ``sid``: not an upgrade of a polling one)."""
-    query = request.query
-    return (
-        query.get("transport") == "websocket"
-        and query.get("EIO") == "4"
-        and "sid" not in query
-        and request.headers.get("Upgrade", "").lower() == "websocket"
+    async def take_over(self, polling: PollingSocket) -> None:
+        """Serve the WebSocket a long-polling session upgrades to, until it ends."""
+        try:
+            upgraded = await self._probe(polling)
+        except asyncio.TimeoutError as exc:
+            log.info("upgrade of Engine.IO session %s failed: %s", self.sid, exc or "timeout")
+            upgraded = False
+        if not upgraded or polling.closing:
+            polling.resume()
+            self.shutdown(WSCloseCode.POLICY_VIOLATION, "upgrade failed")
+            if self._closer is not None:
+                await self._closer
+            return
+        polling.hand_over(self)
+        try:
+            await self.run()
+        finally:
+            await self.end()
+
+    async def _probe(self, polling: PollingSocket) -> bool:
+        """``2probe`` -> ``3probe``, pause the polling side, then ``5``; anything else fails."""
+        msg = await self.ws.receive(timeout=UPGRADE_TIMEOUT)
+        if msg.type != WSMsgType.TEXT or msg.data != _PING + "probe" or polling.closing:
+            return False
+        self.push_text(_PONG + "probe")
+        polling.pause()
+        msg = await self.ws.receive(timeout=UPGRADE_TIMEOUT)
+        return msg.type == WSMsgType.TEXT and msg.data == _UPGRADE
+
+
+def arm_connect_timeout(sock: EngineSocket | PollingSocket) -> None:
+    """Close the session if no Socket.IO CONNECT arrives within ``--connect-timeout``."""
+    sockets = sock.sio.eio.sockets
+    sock.connect_timer = asyncio.get_running_loop().call_later(
+        sock.settings.connect_timeout, _connect_timed_out, sockets, sock.sid
     )
 
 
-def origin_allowed(request: web.Request, allowed: list[str] | str) -> bool:
-    origin = request.headers.get("Origin")
-    return allowed == "*" or origin is None or origin in allowed
+def _connect_timed_out(sockets: dict[str, Any], sid: str) -> None:
+    # looked up by sid: after an upgrade the session is another object
+    sock = sockets.get(sid)
+    if sock is not None and not sock.closing:
+        sock.connect_timer = None
+        sock.close_unconnected()
 
 
-async def handle_engine_websocket(request: web.Request) -> web.StreamResponse:
-    """Serve a WebSocket-only Engine.IO session; anything else goes to python-engineio."""
-    sio = request.app[SIO_KEY]
-    settings = request.app[SETTINGS_KEY]
-    if settings.ws_compression or not wants_engine_socket(request):
-        return await sio.handle_request(request)
-    if not origin_allowed(request, settings.cors_origins):
-        return error_response(400, "origin not allowed")
-    return await EngineSocket.accept(request, sio, minimal_environ(request))
+async def refuse_websocket(request: web.Request) -> web.WebSocketResponse:
+    """Accept and close at once: a WebSocket for a session that is already upgrading or
+    upgraded (the protocol's answer; an HTTP error would look like a network failure)."""
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"session already upgraded")
+    return ws

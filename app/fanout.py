@@ -11,19 +11,16 @@ per message. Here, instead:
 - :class:`FrameWriter` owns the writes to one connection's transport. Frames pushed during one
   event-loop iteration leave in one ``transport.write`` (coalescing), in push order. It bounds
   what may wait for a slow client and disconnects the client past that bound.
-- :class:`FastWebSocket` is the Engine.IO aiohttp driver with a FrameWriter attached, so Engine.IO's
-  own writes (pings, acks, handshake) and the fast path share one ordered byte stream.
 
-Ordering: a Socket.IO socket is only fed directly once its upgrade to WebSocket is complete and
-while its Engine.IO queue is empty; otherwise
-the packet joins that queue behind what is already waiting. (Engine.IO's writer drains its queue
-without yielding, because ``FastWebSocket.send`` never suspends, so an empty queue means nothing
-is in flight.) Recipients without a writer (long-polling, compression on) take python-socketio's
-ordinary path. ``tests/test_fanout.py`` compares both paths byte for byte.
+Ordering: every recipient is one of the gateway's own sockets (the Engine.IO transports of
+:mod:`realtime_gateway.engine_ws` and :mod:`realtime_gateway.engine_polling`, the plain ``/ws``
+sockets), and every write to one of them, fast path or python-socketio's ``send``, is a
+synchronous append to its writer (WebSocket) or its poll buffer (long-polling, through
+``push_text``): the order of the calls is the order on the wire. ``tests/test_fanout.py``
+compares the fast path with python-socketio's ordinary one byte for byte.
 
-Relies on: ``engineio.async_drivers.aiohttp.WebSocket`` (the driver class, selected through the
-engine's ``_async["websocket"]``), ``AsyncSocket._websocket_handler`` and ``AsyncSocket.queue``,
-and ``socketio.AsyncManager.get_participants``; versions are pinned in pyproject.toml.
+Relies on ``socketio.AsyncManager.get_participants`` and ``pending_connect``; versions are
+pinned in pyproject.toml.
 """
 
 from __future__ import annotations
@@ -34,9 +31,6 @@ import struct
 from typing import Any
 
 import socketio
-from aiohttp import WSCloseCode, web
-from engineio import packet as eio_packet
-from engineio.async_drivers import aiohttp as eio_aiohttp
 
 from .envelope import event_as_envelope_text
 from .history import History
@@ -45,7 +39,6 @@ from .recovery import Entry, Journal, tagged_envelope, tagged_packet
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SEND_BUFFER_LIMIT = 1 << 20
 SLOW_CLIENT_GRACE = 5.0
 HARD_LIMIT_FACTOR = 4
 
@@ -142,60 +135,6 @@ class FrameWriter:
         self._on_overflow()
 
 
-class FastWebSocket(eio_aiohttp.WebSocket):
-    """Engine.IO's aiohttp WebSocket driver, writing through a :class:`FrameWriter`.
-
-    The writer is attached to the Engine.IO socket (``socket.frame_writer``) for the lifetime of
-    the WebSocket, which is how :class:`FanoutManager` finds it.
-    """
-
-    compress = False
-    send_buffer_limit = DEFAULT_SEND_BUFFER_LIMIT
-
-    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
-        request = environ["aiohttp.request"]
-        self._sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=self.compress)
-        await self._sock.prepare(request)
-        self.environ = environ
-        engine_socket = self.handler.__self__
-        self.writer = None
-        if not self.compress and request.transport is not None:
-            self.writer = FrameWriter(request.transport, self._overflow, self.send_buffer_limit)
-            engine_socket.frame_writer = self.writer
-        try:
-            await self.handler(self)
-        finally:
-            engine_socket.frame_writer = None
-        return self._sock
-
-    def _overflow(self) -> None:
-        # keep a reference until done: the loop only holds tasks weakly
-        self._closing = asyncio.ensure_future(
-            self._sock.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"client too slow")
-        )
-
-    async def send(self, message: str | bytes) -> None:
-        if self.writer is None:
-            await super().send(message)
-        elif isinstance(message, bytes):
-            self.writer.push(text_frame(message, opcode=0x2))
-        else:
-            self.writer.push(text_frame(message.encode()))
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.flush()
-        await super().close()
-
-
-def install_fast_websocket(eio: Any, compress: bool, send_buffer_limit: int) -> None:
-    """Make this Engine.IO server use :class:`FastWebSocket` (configured) for its WebSockets."""
-    driver = type(
-        "ConfiguredFastWebSocket", (FastWebSocket,), {"compress": compress, "send_buffer_limit": send_buffer_limit}
-    )
-    eio._async = {**eio._async, "websocket": driver}  # a copy: the driver table is module-wide
-
-
 class FanoutManager(socketio.AsyncManager):
     """python-socketio's in-memory manager with the encode-once, no-task-per-recipient emit.
 
@@ -254,9 +193,7 @@ class FanoutManager(socketio.AsyncManager):
             text = plain_text(event, args, "2" + body, namespace)
             return text if offset is None else tagged_envelope(text, offset)
 
-        slow = self._push(self.get_participants(namespace, room), skip, encoded, render_plain)
-        if slow:
-            await _send_slow(slow, encoded)
+        self._push(self.get_participants(namespace, room), skip, encoded, render_plain)
 
     async def send_local(self, sid: str, event: str, data: Any) -> None:
         """One event to one connection of this node, in the default namespace: no Redis, no
@@ -269,51 +206,40 @@ class FanoutManager(socketio.AsyncManager):
         except TypeError:  # binary attachments: the inherited way, this node only
             return await FanoutManager.emit(self, event, data, "/", to=sid)
         pending = self.pending_connect.get("/", ())
-        slow = self._push(((sid, eio_sid),), pending, encoded, lambda: plain_text(event, [data], encoded, "/"))
-        if slow:
-            await _send_slow(slow, encoded)
+        self._push(((sid, eio_sid),), pending, encoded, lambda: plain_text(event, [data], encoded, "/"))
 
     async def send_packet(self, sid: str, eio_sid: str, encoded: str) -> None:
         """An encoded Socket.IO packet of the default namespace (an ACK) to one connection of
-        this node. Plain-WS connections render only events, so they get it through their
-        ``send``, as from python-socketio."""
-        slow = self._push(((sid, eio_sid),), (), encoded, None)
-        if slow:
-            await _send_slow(slow, encoded)
+        this node. Plain-WS connections render only events: not for them."""
+        self._push(((sid, eio_sid),), (), encoded, None)
 
-    def _push(self, participants: Any, skip: Any, encoded: str, render_plain: Any) -> list[Any]:
-        """Push ``"4" + encoded`` (or, to plain-WS recipients, ``render_plain()``; None: their
-        own ``send``) to every participant's writer, without suspending. Returns the sockets
-        that must take Engine.IO's path instead (:func:`_send_slow`), in order behind what is
-        queued there."""
+    def _push(self, participants: Any, skip: Any, encoded: str, render_plain: Any) -> None:
+        """Push ``"4" + encoded`` to every participant's writer (long-polling: its poll buffer),
+        or, to plain-WS recipients, ``render_plain()`` (None: not for them, they render only
+        events), without suspending."""
         sockets = self.server.eio.sockets
         sio_frame: bytes | None = None
         plain_frame: bytes | None = None
-        slow: list[Any] = []
+        polling_text = "4" + encoded
         for sid, eio_sid in participants:
             if sid in skip:
                 continue
             sock = sockets.get(eio_sid)
             if sock is None:
                 continue
-            writer = getattr(sock, "frame_writer", None)
-            if writer is None:
-                slow.append(sock)
-            elif getattr(sock, "renders_envelopes", False):
+            writer = sock.frame_writer
+            if writer is None:  # long-polling: waits for the client's next poll
+                sock.push_text(polling_text)
+            elif sock.renders_envelopes:
                 if render_plain is None:
-                    slow.append(sock)
                     continue
                 if plain_frame is None:
                     plain_frame = text_frame(render_plain().encode())
                 writer.push(plain_frame)
-            elif not sock.upgraded or sock.queue.qsize():
-                # mid-upgrade (the client has not switched yet), or earlier packets still queued
-                slow.append(sock)
             else:
                 if sio_frame is None:
-                    sio_frame = text_frame(("4" + encoded).encode())
+                    sio_frame = text_frame(polling_text.encode())
                 writer.push(sio_frame)
-        return slow
 
     async def replay(self, sid: str, entries: list[Entry]) -> None:
         """Deliver journal entries to one connection, in order, as :meth:`emit` delivered them to
@@ -322,23 +248,18 @@ class FanoutManager(socketio.AsyncManager):
         sock = self.server.eio.sockets.get(eio_sid) if eio_sid is not None else None
         if sock is None:
             return
-        writer = getattr(sock, "frame_writer", None)
+        writer = sock.frame_writer
         for entry in entries:
-            if getattr(sock, "renders_envelopes", False):
+            if sock.renders_envelopes:
                 event, *args = loads(entry.body)
                 text = plain_text(event, args, "2" + entry.body, "/")
                 writer.push(text_frame(tagged_envelope(text, entry.offset).encode()))
                 continue
-            encoded = tagged_packet(entry.body, entry.offset)
-            if writer is not None and sock.upgraded and not sock.queue.qsize():
-                writer.push(text_frame(("4" + encoded).encode()))
-            else:  # python-engineio's queue: put without waiting, so the order holds
-                await sock.send(eio_packet.Packet(eio_packet.MESSAGE, encoded))
-
-
-async def _send_slow(sockets: list[Any], encoded: str) -> None:
-    pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
-    await asyncio.gather(*(sock.send(pkt) for sock in sockets), return_exceptions=True)
+            packet = "4" + tagged_packet(entry.body, entry.offset)
+            if writer is None:  # long-polling
+                sock.push_text(packet)
+            else:
+                writer.push(text_frame(packet.encode()))
 
 
 def plain_text(event: str, args: list[Any], encoded: str, namespace: str) -> str:

@@ -1,8 +1,9 @@
 """Builds the aiohttp application and the Socket.IO server, and wires every part together.
 
-Request path: aiohttp -> ``/socket.io/`` (WebSocket-only sessions: :mod:`realtime_gateway.engine_ws`;
-long-polling and upgrades: python-engineio) or ``/ws`` (:mod:`realtime_gateway.plain_ws`) ->
-:class:`GatewayServer` -> :class:`~realtime_gateway.handlers.ClientEvents` -> the client manager
+Request path: aiohttp -> ``/socket.io/`` (:mod:`realtime_gateway.engine_io`: WebSocket sessions and
+upgrades in :mod:`realtime_gateway.engine_ws`, long-polling in :mod:`realtime_gateway.engine_polling`)
+or ``/ws`` (:mod:`realtime_gateway.plain_ws`) -> :class:`GatewayServer` (the Socket.IO layer,
+:mod:`realtime_gateway.sio_server`) -> :class:`~realtime_gateway.handlers.ClientEvents` -> the client manager
 (:mod:`realtime_gateway.fanout`, :mod:`realtime_gateway.bus`), which delivers to rooms on this node and, when
 clustered, publishes through Redis to the others.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import socketio
 from aiohttp import web
 from socketio import packet as sio_packet
 
@@ -24,8 +24,8 @@ from .bus import StreamManager
 from .config import Settings
 from .console import install_console
 from .emitter import InProcessEmitter
-from .engine_ws import handle_engine_websocket
-from .fanout import FanoutManager, install_fast_websocket
+from .engine_io import install_engineio
+from .fanout import FanoutManager
 from .handlers import RESUME_ENVIRON_KEY, TRANSPORT_ENVIRON_KEY, ClientEvents, refuse
 from .history import History
 from .http_errors import error_middleware
@@ -38,14 +38,15 @@ from .publish_api import history as history_api
 from .publish_api import publish
 from .recovery import Journal
 from .recovery_cluster import ClusterJournal, RecoveringStreamManager, SessionStore
+from .sio_server import SocketIOServer
 
 log = logging.getLogger(__name__)
 
 MANAGER_DRAIN_TIMEOUT = 2.0
 
 
-class GatewayServer(socketio.AsyncServer):
-    """python-socketio's AsyncServer with the hooks the gateway needs.
+class GatewayServer(SocketIOServer):
+    """The Socket.IO layer with the hooks the gateway needs.
 
     - Client events go straight to :meth:`ClientEvents.dispatch`, which must know whether the
       client asked for an ack (errors then travel in the ack, otherwise as an ``error``
@@ -54,11 +55,12 @@ class GatewayServer(socketio.AsyncServer):
     - The request/response path has no packet objects: an EVENT packet of the default namespace
       (``2[...]`` or ``2<id>[...]``) is decoded here in one step, and the ACK is encoded once
       and pushed to the connection's writer (:meth:`FanoutManager.send_packet`).
-    - The ``welcome`` envelope must follow the CONNECT packet, so it is sent after
-      ``_handle_connect`` has completed the handshake rather than from the connect handler.
+    - The ``welcome`` envelope must follow the CONNECT packet, so it is sent from
+      :meth:`connected` rather than from the connect handler.
 
     Private interfaces of python-socketio relied on: ``_handle_eio_message``, ``_handle_event``,
-    ``_handle_connect``, ``_send_packet`` and ``_binary_packet`` (see ``socketio/async_server.py``).
+    ``_send_packet`` and ``_binary_packet`` (see ``socketio/async_server.py``), and those of
+    :class:`~realtime_gateway.sio_server.SocketIOServer`.
     """
 
     events: ClientEvents
@@ -101,12 +103,8 @@ class GatewayServer(socketio.AsyncServer):
                 pkt.data = {**pkt.data, "pid": connection.session.pid}
         await super()._send_packet(eio_sid, pkt)
 
-    async def _handle_connect(self, eio_sid, namespace, data):  # type: ignore[no-untyped-def]
-        await super()._handle_connect(eio_sid, namespace, data)
-        namespace = namespace or "/"
-        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
-        if sid is not None and self.manager.is_connected(sid, namespace):
-            await self.events.connected(sid)
+    async def connected(self, sid: str, namespace: str, auth: Any) -> None:
+        await self.events.connected(sid)
 
 
 def create_manager(settings: Settings) -> FanoutManager:
@@ -143,18 +141,11 @@ def create_sio(settings: Settings) -> GatewayServer:
         # one client's events are handled in order, one at a time: a join_room is complete
         # before the room_message sent after it, and a flooding client is slowed at the socket
         async_handlers=False,
-        transports=settings.transports,
-        cors_allowed_origins=settings.cors_origins,
-        max_http_buffer_size=settings.max_message_bytes,
-        ping_interval=settings.ping_interval,
-        ping_timeout=settings.ping_timeout,
-        http_compression=settings.ws_compression,
+        # transports, CORS, heartbeat and sizes are the gateway's Engine.IO layer's (engine_io.py),
+        # configured from Settings; python-engineio serves no request
         logger=False,
         engineio_logger=False,
     )
-    # Engine.IO would otherwise start a task per inbound message; in-line is in order and cheaper
-    sio.eio.async_handlers = False
-    install_fast_websocket(sio.eio, compress=settings.ws_compression, send_buffer_limit=settings.send_buffer_limit)
     return sio
 
 
@@ -193,11 +184,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SIO_KEY] = sio
     app[EVENTS_KEY] = events
     app[EMITTER_KEY] = InProcessEmitter(events)
-    # python-socketio's attach() registers these three routes; GET goes through the gateway's
-    # own WebSocket-only Engine.IO transport first (realtime_gateway.engine_ws), which defers the rest
-    app.router.add_get("/socket.io/", handle_engine_websocket)
-    app.router.add_post("/socket.io/", sio.handle_request)
-    app.router.add_route("OPTIONS", "/socket.io/", sio.handle_request)
+    install_engineio(app)  # /socket.io/, every transport and method
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/ws", handle_ws)
     app.router.add_get(OPENAPI_PATH, openapi_document)

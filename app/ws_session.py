@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import socketio
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
@@ -34,17 +34,11 @@ from engineio import packet as eio_packet
 
 from .appkeys import SETTINGS_KEY
 from .config import Settings
-from .fanout import FrameWriter, text_frame
+from .deflate import frame_writer_for
+from .fanout import text_frame
 
 log = logging.getLogger(__name__)
-
-
-class _NoQueue:
-    """What the fan-out path sees of an Engine.IO send queue: these sockets have none."""
-
-    @staticmethod
-    def qsize() -> int:
-        return 0
+_S = TypeVar("_S", bound="SessionSocket")
 
 
 class SessionSocket:
@@ -60,6 +54,7 @@ class SessionSocket:
         "_silence_limit",
         "closed",
         "closing",
+        "connect_timer",
         "disconnect_reason",
         "frame_writer",
         "session",
@@ -70,7 +65,6 @@ class SessionSocket:
     )
     upgraded = True  # Engine.IO reports the transport as "websocket"
     renders_envelopes = False
-    queue = _NoQueue()
     transport_name = "websocket"
 
     autoping = True
@@ -86,33 +80,54 @@ class SessionSocket:
         cls, request: web.Request, sio: socketio.AsyncServer, environ: dict[str, Any], **kwargs: Any
     ) -> web.WebSocketResponse:
         """Upgrade the request and serve the connection until it ends."""
-        settings = request.app[SETTINGS_KEY]
-        # compression stays off: frames are encoded once and shared between recipients
-        ws = web.WebSocketResponse(max_msg_size=settings.max_message_bytes, autoping=cls.autoping, compress=False)
-        await ws.prepare(request)
-        if request.transport is not None:  # None: the client vanished during the handshake
-            await cls(sio, ws, request.transport, settings, **kwargs).serve(environ)
+        ws, sock = await cls.prepare(request, sio, **kwargs)
+        if sock is not None:
+            await sock.serve(environ)
         return ws
 
+    @classmethod
+    async def prepare(
+        cls: type[_S], request: web.Request, sio: socketio.AsyncServer, **kwargs: Any
+    ) -> tuple[web.WebSocketResponse, _S | None]:
+        """Complete the WebSocket handshake; the socket is None when the client vanished during it."""
+        settings = request.app[SETTINGS_KEY]
+        # compression is off unless configured: frames are encoded once and shared between recipients
+        ws = web.WebSocketResponse(
+            max_msg_size=settings.max_message_bytes, autoping=cls.autoping, compress=settings.ws_compression
+        )
+        await ws.prepare(request)
+        if request.transport is None:
+            return ws, None
+        return ws, cls(sio, ws, request.transport, settings, **kwargs)
+
     def __init__(
-        self, sio: socketio.AsyncServer, ws: web.WebSocketResponse, transport: asyncio.Transport, settings: Settings
+        self,
+        sio: socketio.AsyncServer,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        settings: Settings,
+        sid: str | None = None,
     ) -> None:
         self.sio = sio
         self.settings = settings
-        self.sid = sio.eio.generate_id()
+        self.sid = sid or sio.eio.generate_id()  # given: the session of an upgrading long-polling client
         self.ws = ws
         self.session: dict[str, Any] = {}
         self.closed = False
         self.closing = False
         self.disconnect_reason: Any = sio.reason.CLIENT_DISCONNECT
-        self.frame_writer = FrameWriter(
-            transport, lambda: self.shutdown(WSCloseCode.TRY_AGAIN_LATER, "client too slow"), settings.send_buffer_limit
+        self.frame_writer = frame_writer_for(
+            ws,
+            transport,
+            lambda: self.shutdown(WSCloseCode.TRY_AGAIN_LATER, "client too slow"),
+            settings.send_buffer_limit,
         )
         self._ping_interval = settings.ping_interval
         self._silence_limit = self.silence_limit(settings)
         self._last_seen = time.monotonic()
         self._heartbeat: asyncio.TimerHandle | None = None
         self._closer: asyncio.Task[None] | None = None
+        self.connect_timer: asyncio.TimerHandle | None = None
 
     # -- what python-socketio / Engine.IO call ----------------------------------------------
 
@@ -133,12 +148,18 @@ class SessionSocket:
         if not self.closing:
             self.frame_writer.push(text_frame(text.encode()))
 
+    def push_binary(self, data: bytes) -> None:
+        if not self.closing:
+            self.frame_writer.push(text_frame(data, opcode=0x2))
+
     def shutdown(self, code: int, reason: str) -> None:
         """Close after the frames already pushed have been written."""
         if not self.closing:
             self.closing = True
             if self._heartbeat is not None:
                 self._heartbeat.cancel()
+            if self.connect_timer is not None:
+                self.connect_timer.cancel()
             self._closer = asyncio.ensure_future(self._close(code, reason))
 
     async def _close(self, code: int, reason: str) -> None:
@@ -174,19 +195,28 @@ class SessionSocket:
 
     async def serve(self, environ: dict[str, Any]) -> None:
         """Run the connection until the client leaves, goes silent or is disconnected."""
-        sio = self.sio
-        sio.eio.sockets[self.sid] = self
+        self.sio.eio.sockets[self.sid] = self
         try:
-            await sio._handle_eio_connect(self.sid, environ)
+            await self.sio._handle_eio_connect(self.sid, environ)
             if await self.on_open(environ):
-                self._heartbeat = asyncio.get_running_loop().call_later(self._ping_interval, self._tick)
-                await self._read()
+                await self.run()
         finally:
-            self.shutdown(WSCloseCode.OK, "bye")
-            await sio._handle_eio_disconnect(self.sid, self.disconnect_reason)
-            sio.eio.sockets.pop(self.sid, None)
-            if self._closer is not None:
-                await self._closer
+            await self.end()
+
+    async def run(self) -> None:
+        """Heartbeat and read until the connection ends (the session is registered)."""
+        self._last_seen = time.monotonic()
+        self._heartbeat = asyncio.get_running_loop().call_later(self._ping_interval, self._tick)
+        await self._read()
+
+    async def end(self) -> None:
+        """Close, tell python-socketio, unregister."""
+        self.shutdown(WSCloseCode.OK, "bye")
+        await self.sio._handle_eio_disconnect(self.sid, self.disconnect_reason)
+        if self.sio.eio.sockets.get(self.sid) is self:
+            del self.sio.eio.sockets[self.sid]
+        if self._closer is not None:
+            await self._closer
 
     async def _read(self) -> None:
         ws = self.ws

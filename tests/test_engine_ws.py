@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import zlib
 
 import aiohttp
 import pytest
@@ -11,7 +12,9 @@ from aiohttp.test_utils import TestServer
 from conftest import SECRET, make_token, uid
 from realtime_gateway.appkeys import SIO_KEY
 from realtime_gateway.config import Settings
+from realtime_gateway.deflate import DeflateFrameWriter
 from realtime_gateway.engine_ws import EngineSocket
+from realtime_gateway.fanout import text_frame
 from realtime_gateway.server import create_app
 
 
@@ -95,8 +98,8 @@ async def test_origin_is_checked_when_origins_are_configured(server):
             assert (await next_text(ws)).startswith("0{")
 
 
-async def test_polling_then_upgrade_still_uses_python_engineio(gateway, clients):
-    """socket.io-client's default: start with long-polling, upgrade to WebSocket."""
+async def test_polling_then_upgrade(gateway, clients):
+    """socket.io-client's default: start with long-polling, upgrade to WebSocket (both ours)."""
     room = uid("room")
     a = await clients.sio(gateway.url, make_token(uid()), transports=["polling", "websocket"])
     b = await clients.sio(gateway.url, make_token(uid()))
@@ -176,3 +179,38 @@ async def test_a_session_that_never_connects_a_namespace_is_closed(gateway_facto
             while (reply := await next_text(ws)).startswith('42["'):
                 pass
             assert reply.startswith("432[")
+
+
+async def test_permessage_deflate_when_configured():
+    settings = Settings(jwt_secret=SECRET, ws_compression=True)
+    settings.validate()
+    test_server = TestServer(create_app(settings), host="127.0.0.1")
+    await test_server.start_server()
+    room = uid("room")
+    try:
+        async with aiohttp.ClientSession() as session, session.ws_connect(eio_url(test_server), compress=15) as ws:
+            assert ws.compress == 15  # negotiated; aiohttp inflates what the server deflated
+            sid = json.loads((await next_text(ws))[1:])["sid"]
+            assert isinstance(test_server.app[SIO_KEY].eio.sockets[sid].frame_writer, DeflateFrameWriter)
+            await ws.send_str("40" + json.dumps({"token": make_token(uid())}))
+            assert (await next_text(ws)).startswith("40{")
+            assert (await next_text(ws)).startswith('42["welcome"')
+            await ws.send_str(f'421["join_room","{room}"]')
+            assert await next_text(ws) == f'431[{{"ok":true,"room":"{room}"}}]'
+            for i in range(20):  # one compression context across frames (context takeover)
+                await ws.send_str(f'42["room_message",{{"room":"{room}","text":"{i}"}}]')
+            texts = [json.loads((await next_text(ws))[2:])[1]["content"]["text"] for _ in range(20)]
+            assert texts == [str(i) for i in range(20)]
+    finally:
+        await test_server.close()
+
+
+def test_deflated_frames_carry_rsv1_and_inflate_to_the_payload():
+    writer = DeflateFrameWriter(None, None, 1 << 20, wbits=15, takeover=True)
+    inflate = zlib.decompressobj(wbits=-15)
+    for payload in (b"hello hello hello", b"x" * 70_000, b""):
+        frame = writer._deflate(text_frame(payload), 0x1)
+        assert frame[0] == 0x80 | 0x40 | 0x1
+        length = frame[1] & 0x7F
+        body = frame[2 if length < 126 else 4 if length == 126 else 10 :]
+        assert inflate.decompress(body + b"\x00\x00\xff\xff") == payload
