@@ -11,14 +11,25 @@ queue, no task per inbound message. Outbound frames go through a :class:`~realti
 (ordered, coalesced, bounded). A heartbeat timer sends the protocol's ping every
 ``ping_interval`` and closes the connection after ``silence_limit`` seconds without a frame.
 
-python-socketio / python-engineio interfaces relied on (pinned in pyproject.toml):
+python-socketio / python-engineio interfaces the gateway's Engine.IO layer relies on (pinned in
+pyproject.toml; this is the list for :mod:`~realtime_gateway.engine_ws`,
+:mod:`~realtime_gateway.engine_polling`, :mod:`~realtime_gateway.engine_io` and this module, each
+exercised by ``tests/test_engine_ws.py``, ``tests/test_engine_polling.py`` and the conformance
+suites):
 
-- ``engineio.AsyncServer.sockets`` (eio_sid -> socket) and ``generate_id()``; the servers call a
-  socket's ``send(pkt)`` and ``close(wait, abort, reason)``, and read ``closed``, ``closing``,
-  ``upgraded``, ``session`` and ``check_ping_timeout()`` (see ``engineio/async_socket.py``).
 - ``socketio.AsyncServer._handle_eio_connect(eio_sid, environ)``,
   ``_handle_eio_message(eio_sid, data)`` and ``_handle_eio_disconnect(eio_sid, reason)``: the
-  calls Engine.IO itself makes into python-socketio.
+  calls Engine.IO itself makes into python-socketio (private).
+- ``AsyncServer.eio``, the ``engineio.AsyncServer`` python-socketio creates, used only as the
+  session registry: ``eio.sockets`` (eio_sid -> our socket), ``eio.generate_id()`` and
+  ``eio.reason``. It serves no request. python-socketio reaches our sockets through it:
+  ``eio.send``/``send_packet`` (-> ``_get_socket``, which reads ``closed``, then ``send(pkt)``),
+  ``get_session``/``save_session`` (``session``) and ``transport()`` (``upgraded``); the gateway's
+  shutdown calls ``close(wait, abort, reason)``.
+- ``engineio.packet.Packet`` (``packet_type``, ``data``, ``encode()``): what ``send`` receives.
+
+The Socket.IO layer's own (``_handle_connect``, ``_send_packet``, ``_handle_event``) are listed in
+:mod:`realtime_gateway.sio_server` and :mod:`realtime_gateway.server`.
 """
 
 from __future__ import annotations
@@ -130,9 +141,6 @@ class SessionSocket:
         self.connect_timer: asyncio.TimerHandle | None = None
 
     # -- what python-socketio / Engine.IO call ----------------------------------------------
-
-    async def check_ping_timeout(self) -> bool:
-        return not self.closed  # the heartbeat timer does this job
 
     async def send(self, pkt: eio_packet.Packet) -> None:
         raise NotImplementedError

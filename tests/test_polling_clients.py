@@ -44,6 +44,7 @@ async def test_rooms_acks_and_ordered_fanout(gateway, clients, transports):
 async def test_a_polling_client_that_disconnects_is_gone_for_everyone(gateway, clients):
     watcher = await clients.sio(gateway.url, make_token(uid()))
     user = uid()
+    assert (await watcher.call("watch_presence", [user]))["ok"] is True
     client = await clients.sio(gateway.url, make_token(user), transports=["polling"])
     assert await status_of(watcher, user) == "online"
     await client.sio.disconnect()
