@@ -54,7 +54,28 @@ def parse_args(argv=None):
     p.add_argument("--cluster-clients", type=int, default=1000, help="0 skips the cluster")
     p.add_argument("--connect-clients", type=ints, default=[1000, 5000])
     p.add_argument("--ping-clients", type=int, default=100, help="0 skips ping")
-    p.add_argument("--ping-seconds", type=float, default=3.0)
+    p.add_argument("--ping-seconds", type=float, default=3.0, help="ping and ack round trips")
+    p.add_argument("--rooms-clients", type=int, default=2000, help="small rooms: clients (0 skips them)")
+    p.add_argument("--room-size", type=int, default=10)
+    p.add_argument("--rooms-messages", type=int, default=10, help="small rooms at saturation: messages per client")
+    p.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=3.0,
+        help="fixed-rate cases (small rooms, fan-out of the first --clients size) at half Node's saturation; 0 skips",
+    )
+    p.add_argument(
+        "--storm-clients",
+        type=int,
+        default=3000,
+        help="connect storm of distinct users, presence announced to everyone (0 skips)",
+    )
+    p.add_argument(
+        "--watch-storm-clients",
+        type=int,
+        default=19000,
+        help="connect storm of distinct users each watching 10, gateway with --presence-announce watchers (0 skips)",
+    )
     p.add_argument(
         "--stock-clients",
         type=int,
@@ -90,6 +111,8 @@ def parse_args(argv=None):
         opts.runs, opts.clients, opts.messages = 1, [20], 50
         opts.mixed_clients = opts.cluster_clients = opts.stock_clients = 20
         opts.connect_clients, opts.ping_clients, opts.ping_seconds = [20], 20, 0.5
+        opts.rooms_clients, opts.room_size, opts.rooms_messages, opts.latency_seconds = 20, 5, 3, 0.5
+        opts.storm_clients = opts.watch_storm_clients = 20
         opts.quiet_wait = 0
     return opts
 
@@ -99,7 +122,7 @@ def ensure_node_deps():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=BENCH, check=True)
 
 
-def run_loadgen(case, urls, pids, opts):
+def run_loadgen(case, args, urls, pids, opts):
     """One loadgen process for one case; returns its JSON result (or {"error": ...})."""
     timeout = 900  # seconds; the loadgen stops itself then, and is killed 30 s later
     argv = [
@@ -120,7 +143,7 @@ def run_loadgen(case, urls, pids, opts):
         "--url",
         ",".join(urls),
     ]
-    for name, value in case.args.items():
+    for name, value in args.items():
         argv += [f"--{name}", str(value)]
     if opts.smoke:
         argv += ["--settle-ms", "200", "--stall-ms", "3000"]
@@ -167,7 +190,7 @@ def versions(python):
     return found
 
 
-def start_nodes(kind, nodes, launcher):
+def start_nodes(kind, nodes, launcher, env=None):
     """One server, or a cluster of `nodes` joined through a private redis-server."""
     redis_url = None
     if nodes > 1:
@@ -176,7 +199,7 @@ def start_nodes(kind, nodes, launcher):
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
     else:
         ports = free_ports(1)
-    procs = [launcher.server(kind, port, redis_url) for port in ports]
+    procs = [launcher.server(kind, port, redis_url, env) for port in ports]
     return procs, [f"http://127.0.0.1:{port}" for port in ports]
 
 
@@ -196,8 +219,34 @@ def server_lifetimes(cases):
     return groups
 
 
-def run_server(kind, cases, launcher, opts, run):
-    """Starts `kind` (a single node or a cluster, as each case needs), runs the cases, stops it."""
+def fixed_rate(case, kind, run, records):
+    """The `rate` of a fixed-rate case: RATE_SHARE of Node's saturation in this run (of this
+    server's own when Node's is missing), or None."""
+    found = {
+        r["server"]: r["result"].get("msgs_per_s")
+        for r in records
+        if r["case"] == case.rate_of and r["run"] == run and r["result"].get("msgs_per_s")
+    }
+    saturation = found.get("node") or found.get(kind.name)
+    return None if not saturation else max(1, round(casemod.RATE_SHARE * saturation / case.rate_divisor))
+
+
+def case_args(case, kind, run, records, opts):
+    """The case's loadgen arguments, with its rate when it has one (error text when it cannot)."""
+    if not case.rate_of:
+        return case.args, None
+    rate = fixed_rate(case, kind, run, records)
+    if rate is None:
+        return None, f"no saturation figure from case {case.rate_of} to set the rate"
+    args = {**case.args, "rate": rate}
+    if case.scenario == "fanout":
+        args["messages"] = max(10, round(rate * opts.latency_seconds))
+    return args, None
+
+
+def run_server(kind, cases, launcher, opts, run, earlier):
+    """Starts `kind` (a single node or a cluster, as each case needs), runs the cases, stops it.
+    `earlier`: the records so far (fixed-rate cases take their rate from them)."""
     records = []
 
     def record(case, result):
@@ -205,12 +254,18 @@ def run_server(kind, cases, launcher, opts, run):
         shown = result.get("error") or {k: v for k, v in result.items() if k != "scenario"}
         print(f"  [{kind.name} run {run + 1}] {case.key}: {shown}", file=sys.stderr, flush=True)
 
+    cases = [case for case in cases if not case.only or kind.name in case.only]
     for todo in server_lifetimes(cases):
         try:
-            procs, urls = start_nodes(kind, todo[0].nodes, launcher)
+            procs, urls = start_nodes(kind, todo[0].nodes, launcher, todo[0].env)
             for case in todo:
+                args, error = case_args(case, kind, run, [*earlier, *records], opts)
+                if error:
+                    record(case, {"error": error})
+                    continue
                 busy = wait_quiet(opts.cores, opts.quiet_wait) if opts.quiet_wait else None
-                record(case, {**run_loadgen(case, urls, [p.pid for p in procs], opts), "cores_busy_before": busy})
+                result = run_loadgen(case, args, urls, [p.pid for p in procs], opts)
+                record(case, {**result, "cores_busy_before": busy})
         except RuntimeError as exc:
             for case in todo:
                 record(case, {"error": f"server did not start: {exc}"})
@@ -258,7 +313,7 @@ def main(argv=None):
     try:
         for run in range(opts.runs):
             for kind in kinds:  # servers take turns within each run
-                data["records"] += run_server(kind, cases, launcher, opts, run)
+                data["records"] += run_server(kind, cases, launcher, opts, run, data["records"])
                 # saved as it goes: an interrupted run still leaves its results (--from-json)
                 data["load_average"][1] = os.getloadavg()[0]
                 data["seconds"] = round(time.monotonic() - started, 1)

@@ -24,7 +24,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 FANOUT_CASES = {"fanout-20", "mixed", "stock", "cluster"}
-EXPECTED_CASES = FANOUT_CASES | {"connect-20", "ping"}
+RATE_CASES = {"rooms-rate", "fanout-rate-20"}  # fixed rate, half Node's saturation in the run
+EXPECTED_CASES = FANOUT_CASES | RATE_CASES | {"connect-20", "ping", "ack", "rooms", "storm-all"}
+GATEWAY_ONLY = {"storm-watchers"}  # the gateway with --presence-announce watchers
 SERVERS = [k for k in ("node", "vanilla", "gateway") if KINDS[k].available()]
 
 
@@ -49,7 +51,9 @@ def results(data, case):
 def test_every_server_ran_every_case(smoke):
     _, data = smoke
     ran = {(r["server"], r["case"]) for r in data["records"]}
-    assert ran == {(s, c) for s in SERVERS for c in EXPECTED_CASES}
+    expected = {(s, c) for s in SERVERS for c in EXPECTED_CASES}
+    expected |= {("gateway", c) for c in GATEWAY_ONLY if "gateway" in SERVERS}
+    assert ran == expected
     for rec in data["records"]:
         result = rec["result"]
         if result.get("skipped"):  # only the mixed room may be skipped, by a server without /ws
@@ -73,13 +77,31 @@ def test_fanout_delivers_everything_once_in_order(smoke, case):
         assert node["ws_members"] == 10  # the reference server always takes plain WS members
 
 
+@pytest.mark.parametrize("case", ["rooms", *sorted(RATE_CASES)])
+def test_small_rooms_and_fixed_rates_deliver_everything_once_in_order(smoke, case):
+    _, data = smoke
+    node_rooms = dict(results(data, "rooms")).get("node")
+    for server, r in results(data, case):
+        assert r["members"] == 20 and r["delivered"] > 0, (server, r)
+        assert (r["lost"], r["duplicated"], r["out_of_order"], r["malformed"]) == (0, 0, 0, 0), (server, r)
+        assert r["p50_ms"] <= r["p99_ms"], (server, r)
+        if case == "rooms":
+            assert r["rooms"] == 4 and r["delivered"] == 20 * 3 * 5, (server, r)  # 3 messages each, rooms of 5
+        else:
+            assert r["rate"] > 0, (server, r)
+        if case == "rooms-rate" and node_rooms:  # half Node's delivered msgs/s, in messages sent
+            assert r["rate"] == max(1, round(node_rooms["msgs_per_s"] / 2 / 5)), (server, r)
+
+
 def test_connect_ping_and_memory(smoke):
     _, data = smoke
-    for server, r in results(data, "connect-20"):
-        assert (r["connections"], r["failed"]) == (20, 0), (server, r)
-        assert r["conns_per_s"] > 0 and isinstance(r["kb_per_conn"], (int, float)), (server, r)
-    for server, r in results(data, "ping"):
-        assert r["lost"] == 0 and r["round_trips"] > 0, (server, r)
+    for case in ("connect-20", "storm-all", "storm-watchers"):
+        for server, r in results(data, case):
+            assert (r["connections"], r["failed"]) == (20, 0), (server, r)
+            assert r["conns_per_s"] > 0 and isinstance(r["kb_per_conn"], (int, float)), (server, r)
+    for case in ("ping", "ack"):
+        for server, r in results(data, case):
+            assert r["lost"] == 0 and r["round_trips"] > 0, (server, r)
     for server, r in results(data, "fanout-20"):
         assert r["loadgen_cpu"] > 0 and all(c >= 0 for c in r["server_cpu"]), (server, r)
 
@@ -106,10 +128,14 @@ def test_report_tables_are_well_formed(smoke):
         assert {len(row) for row in table} == {len(table[0])}, "ragged table"
     labels = [KINDS[s].label for s in SERVERS]
     # connect gives two rows (rate, memory), every other case one; one line per server each
-    assert len(detailed) - 2 == (len(EXPECTED_CASES) + 1) * len(SERVERS)
+    assert len(detailed) - 2 == (len(EXPECTED_CASES) + len(GATEWAY_ONLY) + 1) * len(SERVERS)
     assert [row[0] for row in summary[2:]] == [row[0] for row in per_core[2:]] == labels
     for row in detailed[2:]:
         assert row[1] in labels, row
+        if "--presence-announce watchers" in row[0]:  # gateway only: no Node figure to compare with
+            gateway = row[1] == KINDS["gateway"].label
+            assert re.fullmatch(r"[\d,.]+", row[2]) if gateway else row[2] == "\u2013", row
+            continue
         if row[1] == KINDS["node"].label:
             assert row[3] == "1.00x", row
         if not row[2].startswith("n/a"):
@@ -117,7 +143,8 @@ def test_report_tables_are_well_formed(smoke):
             assert re.fullmatch(r"\d+\.\d\dx", row[3]), row
             # throughputs have a per-core value, unless the run was too short for the kernel's
             # 10 ms CPU accounting to see the server work at all
-            if "idle memory" not in row[0] and "0%" not in row[11].split(" + "):
+            throughput = "idle memory" not in row[0] and "fixed rate" not in row[0]
+            if throughput and "0%" not in row[11].split(" + "):
                 assert re.fullmatch(r"[\d,.]+", row[4]), row
-        if "delivered msgs/s" in row[0] and not row[2].startswith("n/a"):
+        if ("delivered msgs/s" in row[0] or "fixed rate" in row[0]) and not row[2].startswith("n/a"):
             assert row[8:11] == ["0", "0", "yes"], row

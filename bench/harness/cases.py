@@ -1,7 +1,7 @@
 """The scenario matrix: which load-generator runs make up a bench, and which table rows each
 one yields. Sizes come from the command line (see run.py); --smoke shrinks all of them."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,15 @@ class Case:
     nodes: int = 1  # 2: a cluster through Redis, clients spread over both nodes
     needs_ws: bool = False
     fresh_server: bool = False  # run on a server started for this case alone
+    only: tuple = ()  # run against these servers only (empty: all)
+    env: dict = field(default_factory=dict)  # extra environment for the gateway (needs fresh_server)
+    rate_of: str | None = None
+    """Fixed-rate case: its `rate` is RATE_SHARE of Node's delivered msgs/s in case `rate_of` of
+    the same run (this server's own when Node is not measured), divided by `rate_divisor`."""
+    rate_divisor: int = 1
+
+
+RATE_SHARE = 0.5
 
 
 def k(n):
@@ -41,6 +50,18 @@ def messages_for(clients, opts, share=1.0):
 
 def fanout_rows(label):
     return (Row(label, "msgs_per_s", "delivered msgs/s", has_delivery=True),)
+
+
+def latency_rows(label):
+    return (
+        Row(
+            f"{label} at {RATE_SHARE:.0%} of Node's saturation",
+            "p99_ms",
+            "p99 ms at a fixed rate",
+            higher_is_better=False,
+            has_delivery=True,
+        ),
+    )
 
 
 def build_cases(opts):
@@ -80,12 +101,41 @@ def build_cases(opts):
             )
         )
     if opts.ping_clients:
+        args = {"clients": opts.ping_clients, "duration-ms": int(opts.ping_seconds * 1000)}
+        for key, label in (("ping", "ping"), ("ack", "join_room ack")):
+            row = Row(f"{label} {opts.ping_clients} clients", "rtt_per_s", "round trips/s")
+            cases.append(Case(key, key, args, (row,)))
+    if opts.rooms_clients:
+        n, size = opts.rooms_clients, opts.room_size
+        rooms = f"{k(n)} in {n // size} rooms of {size}"
         cases.append(
             Case(
-                "ping",
-                "ping",
-                {"clients": opts.ping_clients, "duration-ms": int(opts.ping_seconds * 1000)},
-                (Row(f"ping {opts.ping_clients} clients", "rtt_per_s", "round trips/s"),),
+                "rooms",
+                "rooms",
+                {"clients": n, "room-size": size, "messages": opts.rooms_messages},
+                fanout_rows(f"small rooms {rooms}, {opts.rooms_messages} each, saturation"),
+            )
+        )
+        cases.append(
+            Case(
+                "rooms-rate",
+                "rooms",
+                {"clients": n, "room-size": size, "duration-ms": int(opts.latency_seconds * 1000)},
+                latency_rows(f"small rooms {rooms}"),
+                rate_of="rooms",
+                rate_divisor=size,
+            )
+        )
+    if opts.clients and opts.latency_seconds:
+        n = opts.clients[0]
+        cases.append(
+            Case(
+                f"fanout-rate-{n}",
+                "fanout",
+                {"clients": n, "messages": 0},  # messages: rate x --latency-seconds, set with the rate
+                latency_rows(f"fan-out {k(n)}"),
+                rate_of=f"fanout-{n}",
+                rate_divisor=n,
             )
         )
     if opts.stock_clients:
@@ -97,6 +147,36 @@ def build_cases(opts):
                 "fanout",
                 {"clients": n, "messages": m, "client": "stock"},
                 fanout_rows(f"fan-out {k(n)} x {m}, stock socket.io-client"),
+            )
+        )
+    if opts.storm_clients:
+        n = opts.storm_clients
+        cases.append(
+            Case(
+                "storm-all",
+                "connect",
+                {"clients": n, "users": 0},
+                (Row(f"connect {k(n)} distinct users, presence to everyone", "conns_per_s", "connections/s"),),
+                fresh_server=True,
+            )
+        )
+    if opts.watch_storm_clients:
+        n = opts.watch_storm_clients
+        cases.append(
+            Case(
+                "storm-watchers",
+                "connect",
+                {"clients": n, "users": 0, "watch": 10},
+                (
+                    Row(
+                        f"connect {k(n)} distinct users, each watching 10, --presence-announce watchers",
+                        "conns_per_s",
+                        "connections/s",
+                    ),
+                ),
+                fresh_server=True,
+                only=("gateway",),
+                env={"PRESENCE_ANNOUNCE": "watchers"},
             )
         )
     if opts.cluster_clients:

@@ -116,8 +116,9 @@ class Launcher:
         self.procs.append(proc)
         return proc
 
-    def server(self, kind, port, redis_url=None):
+    def server(self, kind, port, redis_url=None, extra_env=None):
         env = {"JWT_SECRET": self.secret, "HOST": "127.0.0.1", "PORT": str(port), "LOG_LEVEL": "WARNING", **kind.env}
+        env.update(extra_env or {})
         if redis_url:
             env["REDIS_URL"] = redis_url
         cwd = self.gateway_dir if kind.name == "gateway" else REPO

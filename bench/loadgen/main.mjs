@@ -4,7 +4,10 @@
 //   node bench/loadgen/main.mjs --scenario fanout --url http://127.0.0.1:9000 --clients 1000 \
 //        --messages 200 --secret S [--pids 1234] [--client minimal|stock] [--ws-share 0.5]
 //
-// Scenarios: fanout (also mixed with --ws-share, and cluster with several --url), connect, ping.
+// Scenarios: fanout (also mixed with --ws-share, and cluster with several --url; --rate R: R messages/s,
+// open loop, instead of --window), rooms (--clients N in rooms of --room-size, every client sending;
+// --rate R msgs/s over all of them for --duration-ms, else saturation with --messages each),
+// connect, ping, ack (join_room with an ack, closed loop).
 // --pids names the server processes whose CPU share and memory are read from /proc.
 // --users K spreads the connections over K user ids (default 0: one user per connection).
 // --watch K: every connection watches K other users' presence (watch_presence).
@@ -24,6 +27,8 @@ const { values: a } = parseArgs({
     messages: { type: 'string', default: '100' },
     warmup: { type: 'string', default: '5' },
     window: { type: 'string', default: '16' },
+    rate: { type: 'string', default: '0' },
+    'room-size': { type: 'string', default: '10' },
     'ws-share': { type: 'string', default: '0' },
     concurrency: { type: 'string', default: '100' },
     'duration-ms': { type: 'string', default: '3000' },
@@ -51,6 +56,8 @@ const opts = {
   messages: int('messages'),
   warmup: int('warmup'),
   window: int('window'),
+  rate: Number(a.rate),
+  roomSize: int('room-size'),
   wsShare: Number(a['ws-share']),
   concurrency: int('concurrency'),
   durationMs: int('duration-ms'),

@@ -6,6 +6,7 @@ import { cpuWindow, latencySummary, nowMicros, rssBytes } from './measure.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const ROOM = 'bench';
+const MAX_IN_FLIGHT = 100_000; // fixed-rate runs: messages not yet delivered everywhere, at most
 
 // Connection i belongs to user i % users (users 0: a user per connection). Why share users at
 // all: the gateway announces every user's first connection to every connection (user_status),
@@ -140,7 +141,14 @@ export async function fanout(o) {
       cpu = cpuWindow(o.pids);
       startedAt = nowMicros();
     }
-    while (seq - tracker.completed >= o.window && !stalled) stalled = !(await tracker.progress(o.stallMs));
+    if (o.rate > 0 && seq >= o.warmup) {
+      // open loop: each message at its time, whatever is still in flight (bounded for memory)
+      const due = startedAt + ((seq - o.warmup) * 1e6) / o.rate;
+      if (due > nowMicros()) await sleep((due - nowMicros()) / 1000);
+      while (seq - tracker.completed >= MAX_IN_FLIGHT && !stalled) stalled = !(await tracker.progress(o.stallMs));
+    } else {
+      while (seq - tracker.completed >= o.window && !stalled) stalled = !(await tracker.progress(o.stallMs));
+    }
     sender.emit('room_message', { room: ROOM, text: mark(seq, nowMicros()) });
   }
   while (tracker.completed < total && !stalled) stalled = !(await tracker.progress(o.stallMs));
@@ -150,6 +158,7 @@ export async function fanout(o) {
   const measured = tracker.nLat;
   const seconds = (tracker.lastDeliveryAt - startedAt) / 1e6;
   return {
+    ...(o.rate > 0 ? { rate: o.rate } : {}),
     members: o.clients,
     ws_members: wsEvery ? clients.filter((_, i) => kindOf(i) === 'ws').length : 0,
     messages: o.messages,
@@ -160,6 +169,135 @@ export async function fanout(o) {
     duplicated: tracker.duplicates,
     out_of_order: tracker.outOfOrder,
     malformed: tracker.malformed,
+    ...usage,
+  };
+}
+
+// Chat-shaped load: `clients` members in rooms of `roomSize` (client i in room i / roomSize), every
+// client sending to its room. Saturation (rate 0): each client sends its next message once its
+// previous one reached every member (a closed loop per sender, `messages` each after one warm-up
+// round). Fixed rate: `rate` messages/s over all clients for `durationMs`, round-robin, open loop.
+// Every member must receive every message of its room once, each sender's in order.
+export async function rooms(o) {
+  const size = o.roomSize;
+  if (size < 1 || size > 32 || o.clients % size) return { error: 'clients must be a multiple of room-size (1..32)' };
+  const fixed = o.rate > 0;
+  const perClient = fixed ? 0 : o.messages;
+  const total = fixed ? o.clients + Math.ceil((o.rate * o.durationMs) / 1000) : o.clients * (1 + perClient);
+  const senderOf = new Int32Array(total); // message seq -> sending client
+  const count = new Uint8Array(total);
+  const bits = new Uint32Array(total); // which members of the room have it
+  const lastFrom = new Int32Array(o.clients * size).fill(-1); // receiver x sender-in-room -> last seq
+  const latencies = new Float64Array(total * size);
+  let nLat = 0;
+  let delivered = 0;
+  let duplicates = 0;
+  let outOfOrder = 0;
+  let malformed = 0;
+  let completed = 0;
+  let sent = 0;
+  let measureFrom = Infinity; // seq of the first measured message
+  let lastDeliveryAt = 0;
+  const waiting = new Map(); // seq -> resolve, for closed-loop senders
+  let wakeAll = null;
+  const record = (member, seq, sentAt) => {
+    if (seq < 0 || seq >= sent) { malformed++; return; }
+    const at = nowMicros();
+    const sender = senderOf[seq];
+    const j = member % size;
+    if (((sender / size) | 0) !== ((member / size) | 0)) { malformed++; return; }
+    if (bits[seq] & (1 << j)) { duplicates++; return; }
+    bits[seq] |= 1 << j;
+    const slot = member * size + (sender % size);
+    if (seq < lastFrom[slot]) outOfOrder++;
+    lastFrom[slot] = seq;
+    delivered++;
+    if (seq >= measureFrom) { latencies[nLat++] = at - sentAt; lastDeliveryAt = at; }
+    if (++count[seq] === size) {
+      completed++;
+      const done = waiting.get(seq);
+      if (done) { waiting.delete(seq); done(); }
+      if (wakeAll) { wakeAll(); wakeAll = null; }
+    }
+  };
+  const { clients, failed, firstError } = await openMany(o.clients, o.concurrency, o, (i) => ({
+    Client: CLIENTS[o.client],
+    url: o.urls[i % o.urls.length],
+    hooks: { onMark: (seq, t) => record(i, seq, t) },
+  }));
+  if (failed) {
+    closeAll(clients);
+    return { error: `${failed} of ${o.clients} connections failed: ${firstError}` };
+  }
+  const roomOf = (i) => `${ROOM}-${(i / size) | 0}`;
+  const acks = await Promise.all(clients.map((c, i) => c.request('join_room', roomOf(i))));
+  if (acks.some((a) => !a?.ok)) {
+    closeAll(clients);
+    return { error: `${acks.filter((a) => !a?.ok).length} join_room refused` };
+  }
+  if (o.urls.length > 1) await sleep(200);
+  const send = (i) => {
+    const seq = sent++;
+    senderOf[seq] = i;
+    clients[i].emit('room_message', { room: roomOf(i), text: mark(seq, nowMicros()) });
+    return seq;
+  };
+  // Waits until `target` messages are complete; false after stallMs without any delivery.
+  const until = async (target) => {
+    while (completed < target) {
+      const before = delivered;
+      const woke = await new Promise((resolve) => {
+        const timer = setTimeout(() => resolve(false), o.stallMs);
+        wakeAll = () => { clearTimeout(timer); resolve(true); };
+      });
+      if (!woke && delivered === before) return false;
+    }
+    return true;
+  };
+  // warm-up: one message from every client, all delivered before measuring
+  clients.forEach((_, i) => send(i));
+  let stalled = !(await until(o.clients));
+  measureFrom = sent;
+  const cpu = cpuWindow(o.pids);
+  const startedAt = nowMicros();
+  if (!stalled && fixed) {
+    const n = total - o.clients;
+    for (let k = 0; k < n;) {
+      const due = Math.min(n, Math.floor(((nowMicros() - startedAt) / 1e6) * o.rate) + 1);
+      for (; k < due; k++) send(k % o.clients);
+      await sleep(2);
+    }
+    stalled = !(await until(total));
+  } else if (!stalled) {
+    await Promise.all(clients.map(async (_, i) => {
+      for (let m = 0; m < perClient && !stalled; m++) {
+        const seq = send(i);
+        if (count[seq] < size) {
+          const ok = await new Promise((resolve) => {
+            const timer = setTimeout(() => resolve(false), o.stallMs * 4);
+            waiting.set(seq, () => { clearTimeout(timer); resolve(true); });
+          });
+          if (!ok) stalled = true;
+        }
+      }
+    }));
+    if (!stalled) stalled = !(await until(total));
+  }
+  const usage = cpu.stop();
+  closeAll(clients);
+  const seconds = (lastDeliveryAt - startedAt) / 1e6;
+  return {
+    ...(fixed ? { rate: o.rate } : {}),
+    members: o.clients,
+    rooms: o.clients / size,
+    messages: sent - measureFrom,
+    delivered: nLat,
+    msgs_per_s: seconds > 0 ? Math.round(nLat / seconds) : 0,
+    ...latencySummary(latencies.subarray(0, nLat)),
+    lost: sent * size - delivered,
+    duplicated: duplicates,
+    out_of_order: outOfOrder,
+    malformed,
     ...usage,
   };
 }
@@ -249,4 +387,4 @@ export const ack = (o) => roundTrips(o, (c, done) => {
   c.request('join_room', ROOM).then((answer) => { if (answer?.ok) done(); }, () => {});
 });
 
-export const SCENARIOS = { fanout, connect, ping, ack };
+export const SCENARIOS = { fanout, rooms, connect, ping, ack };
