@@ -104,7 +104,8 @@ def validate_room_name(room: Any, *, joining: bool = False) -> str:
         raise ProtocolError(BAD_REQUEST, "room must be a string")
     if not 1 <= len(room) <= MAX_ROOM_NAME:
         raise ProtocolError(BAD_REQUEST, f"room name must be 1..{MAX_ROOM_NAME} characters")
-    if any(unicodedata.category(ch) == "Cc" for ch in room):
+    # printable ASCII has no control characters: only other names need the per-character check
+    if not (room.isascii() and room.isprintable()) and any(unicodedata.category(ch) == "Cc" for ch in room):
         raise ProtocolError(BAD_REQUEST, "room name must not contain control characters")
     if joining and room.startswith(USER_ROOM_PREFIX):
         raise ProtocolError(FORBIDDEN, f"rooms starting with '{USER_ROOM_PREFIX}' are reserved")

@@ -67,8 +67,8 @@ def parse_args(argv=None):
     p.add_argument(
         "--storm-clients",
         type=int,
-        default=3000,
-        help="connect storm of distinct users, presence announced to everyone (0 skips)",
+        default=2000,
+        help="connect storm of distinct users, gateway announcing presence to everyone (0 skips)",
     )
     p.add_argument(
         "--watch-storm-clients",
