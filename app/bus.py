@@ -17,7 +17,7 @@ after ``@socket.io/redis-streams-adapter``:
   (:class:`~realtime_gateway.bus_wire.SeenFilter`).
 - **Nothing accepted is dropped.** The outbox keeps what Redis has not confirmed, bounded by
   ``--outbox-max-bytes`` and ``--outbox-max-age``. Past either bound an emit raises
-  :class:`BusUnavailable` (a 503) *before* anything is delivered, here or anywhere.
+  :class:`~realtime_gateway.bus_outbox.BusUnavailable` (a 503) *before* anything is delivered, here or anywhere.
 - **A link you can trust.** Every second the node writes a heartbeat entry; the link counts
   (:attr:`StreamManager.linked`, ``/readyz``) only while the node sees its own heartbeat come
   back through the stream within ``LINK_TIMEOUT``. Otherwise both connections are replaced, which
@@ -35,17 +35,16 @@ can_disconnect``, ``is_connected``, ``is_pre_connected``, ``server``), as any cl
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from .bus_outbox import Outbox
 from .bus_wire import (
     EMIT,
     FIELD_METHOD,
@@ -59,10 +58,9 @@ from .bus_wire import (
     new_origin,
     redis_client,
 )
-from .envelope import UNAVAILABLE, ProtocolError
 from .fanout import FanoutManager
 from .jsoncodec import dumps, loads
-from .metrics import BUS_DROPPED, BUS_DUPLICATES, BUS_GAPS, BUS_REFUSED, REDIS_PUBLISH_FAILURES
+from .metrics import BUS_DROPPED, BUS_DUPLICATES, BUS_GAPS, REDIS_PUBLISH_FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -84,32 +82,13 @@ RETRY_MAX = 5.0
 """python-socketio backs off to 60 s between attempts to resubscribe; a node would then miss
 other nodes' messages for up to a minute after Redis is back."""
 CLOSE_TIMEOUT = 1.0
-ENTRY_OVERHEAD = 64
-"""Bytes an outbox entry costs beyond its JSON text (fields, bookkeeping)."""
 HEARTBEAT = "heartbeat"
 
 Command = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-class BusUnavailable(ProtocolError):
-    """The bus refused a message (Redis unreachable for too long, outbox full): it was
-    delivered nowhere and the sender must be told (ack error 503, HTTP 503)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(UNAVAILABLE, f"cluster bus unavailable (Redis): {reason}; message not accepted, retry later")
-
-
 class LinkLost(Exception):
     """The end-to-end check failed: this node's own heartbeat did not come back."""
-
-
-@dataclass(slots=True)
-class _Pending:
-    seq: int
-    method: str
-    payload: str
-    size: int
-    since: float
 
 
 def _stream_id(value: bytes | str) -> tuple[int, int]:
@@ -138,16 +117,9 @@ class StreamManager(FanoutManager):
         self.stream = stream
         self.max_len = max_len
         self.max_age = max_age
-        self.outbox_max_bytes = outbox_max_bytes
-        self.outbox_max_age = outbox_max_age
         self.origin = new_origin()
         self._origin = self.origin.encode()
-        self._seq = 0
-        self._outbox: collections.deque[_Pending] = collections.deque()
-        self._outbox_bytes = 0
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()  # set while the outbox is empty
-        self._idle.set()
+        self.outbox = Outbox(outbox_max_bytes, outbox_max_age)
         self._seen = SeenFilter()
         self._last_id: bytes | None = None
         self._beat_seq = 0  # the heartbeat this node waits to see come back
@@ -180,19 +152,19 @@ class StreamManager(FanoutManager):
 
         Here it runs at once; the other nodes run it when they read it from the stream, in
         the order this node published, exactly once, after a Redis outage too (within the
-        outbox and retention bounds). Raises :class:`BusUnavailable` — and nothing runs
+        outbox and retention bounds). Raises ``BusUnavailable`` — and nothing runs
         anywhere — when the outbox refuses it."""
         handler = self.commands[method]
-        self._enqueue(method, dumps(payload))
+        self.outbox.add(method, dumps(payload))
         await handler(payload)
 
     async def drain(self, timeout: float) -> None:
         """Wait, at most ``timeout`` seconds, until Redis has everything queued (at shutdown:
         the last presence updates must reach the other nodes)."""
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            await asyncio.wait_for(self.outbox.idle.wait(), timeout)
         except asyncio.TimeoutError:
-            log.warning("%d message(s) for Redis not written before shutdown", len(self._outbox))
+            log.warning("%d message(s) for Redis not written before shutdown", len(self.outbox))
 
     async def close(self) -> None:
         if self._task is not None:
@@ -223,7 +195,7 @@ class StreamManager(FanoutManager):
         namespace = namespace or "/"
         if not ignore_queue and callback is None:
             args = list(data) if isinstance(data, tuple) else ([] if data is None else [data])
-            self._enqueue(EMIT, dumps(emit_payload(event, args, namespace, room, skip_sid)))
+            self.outbox.add(EMIT, dumps(emit_payload(event, args, namespace, room, skip_sid)))
         await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback)
 
     async def can_disconnect(self, sid: str, namespace: str) -> bool:
@@ -269,37 +241,13 @@ class StreamManager(FanoutManager):
     async def _on_heartbeat(self, payload: dict[str, Any]) -> None:
         """Other nodes' heartbeats: nothing to do (their seq numbers were noted as seen)."""
 
-    # -- outbox -----------------------------------------------------------------------------
-
-    def _enqueue(self, method: str, payload: str, bounded: bool = True) -> int:
-        """Queue one entry for Redis, or raise BusUnavailable when past a bound."""
-        size = len(payload) + ENTRY_OVERHEAD
-        now = time.monotonic()
-        if bounded:
-            if self._outbox_bytes + size > self.outbox_max_bytes:
-                BUS_REFUSED.inc()
-                raise BusUnavailable(f"{self._outbox_bytes} bytes already wait for Redis")
-            if self._outbox and now - self._outbox[0].since > self.outbox_max_age:
-                BUS_REFUSED.inc()
-                raise BusUnavailable(f"Redis has not taken a message for {now - self._outbox[0].since:.0f} s")
-        self._seq += 1
-        self._outbox.append(_Pending(self._seq, method, payload, size, now))
-        self._outbox_bytes += size
-        self._idle.clear()
-        self._wake.set()
-        return self._seq
+    # -- writing ---------------------------------------------------------------------------
 
     async def _write_loop(self, client: aioredis.Redis) -> None:
         """Write the outbox in order; an entry leaves it only once Redis confirmed it. A failure
         ends the link; the next one writes the same entries again (readers drop repeats)."""
-        outbox = self._outbox
         while True:
-            if not outbox:
-                self._idle.set()
-                await self._wake.wait()
-                self._wake.clear()
-                continue
-            batch = list(itertools.islice(outbox, WRITE_BATCH))
+            batch = await self.outbox.next_batch(WRITE_BATCH)
             try:
                 async with client.pipeline(transaction=False) as pipe:
                     for pending in batch:
@@ -308,8 +256,7 @@ class StreamManager(FanoutManager):
             except Exception:
                 REDIS_PUBLISH_FAILURES.inc(len(batch))
                 raise
-            for _ in batch:  # entries are only ever appended on the right
-                self._outbox_bytes -= outbox.popleft().size
+            self.outbox.confirm(len(batch))
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -407,7 +354,7 @@ class StreamManager(FanoutManager):
         try:
             await self._resume(reader)
             self._proof = time.monotonic()
-            self._beat_seq = self._enqueue(HEARTBEAT, "{}", bounded=False)
+            self._beat_seq = self.outbox.add(HEARTBEAT, "{}", bounded=False)
             tasks = [
                 asyncio.ensure_future(self._read_loop(reader)),
                 asyncio.ensure_future(self._write_loop(writer)),
@@ -433,7 +380,7 @@ class StreamManager(FanoutManager):
             if time.monotonic() - self._proof > LINK_TIMEOUT:
                 raise LinkLost(f"own heartbeat did not come back within {LINK_TIMEOUT:.0f} s")
             if not self._beat_seq:
-                self._beat_seq = self._enqueue(HEARTBEAT, "{}", bounded=False)
+                self._beat_seq = self.outbox.add(HEARTBEAT, "{}", bounded=False)
             if beat % TRIM_EVERY == 0:
                 await self._trim(writer)
 

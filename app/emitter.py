@@ -27,7 +27,8 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import urlparse
 
 from .auth import user_room
-from .bus import WRITE_TIMEOUT, BusUnavailable
+from .bus import WRITE_TIMEOUT
+from .bus_outbox import BusUnavailable
 from .bus_wire import EMIT, STREAM, encode_emit, entry, new_origin, redis_client, sync_redis_client
 from .config import REDIS_SCHEMES
 from .envelope import Envelope, ProtocolError, make_envelope, validate_room_name

@@ -10,7 +10,9 @@ import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 
+import aiohttp
 import pytest
+import redis.asyncio as aioredis
 from aiohttp import web
 from conftest import ROOT, SECRET, free_port, make_token
 from delivery import audience, nothing_else, received_once, uid, wait_subscribed
@@ -156,3 +158,64 @@ async def test_unreachable_redis_and_bad_arguments_raise(monkeypatch):
         emitter.send_to_user("u", "connect", None)
     with pytest.raises(TypeError):
         emitter.broadcast("t", object())
+
+
+async def test_values_nodes_could_not_read_raise_before_anything_is_sent(redis_server):
+    """The emitters used the stdlib encoder: NaN went out as ``NaN``, which the nodes (orjson)
+    cannot parse, so the message vanished after the emitter had returned its id."""
+    raw = aioredis.Redis.from_url(redis_server.url)
+    bad_contents = [float("nan"), {"x": float("inf")}, {"n": 2**64}, [-(2**63) - 1]]
+    try:
+        async with Emitter(redis_server.url) as emitter:
+            for content in bad_contents:
+                with pytest.raises(ValueError, match=r"NaN|64-bit"):
+                    await emitter.broadcast("t", content)
+        with SyncEmitter(redis_server.url) as sync_emitter:
+            for content in bad_contents:
+                with pytest.raises(ValueError, match=r"NaN|64-bit"):
+                    sync_emitter.broadcast("t", content)
+            sync_emitter.broadcast("t", {"n": 2**64 - 1, "m": -(2**63)})  # the edges are fine
+        assert await raw.xlen("gateway:bus") == 1
+    finally:
+        await raw.aclose()
+
+
+async def bus_dropped(url: str) -> dict[str, float]:
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as response:
+        text = await response.text()
+    return {m[1]: float(m[2]) for m in re.finditer(r'gateway_bus_dropped_total\{reason="(\w+)"\} (\S+)', text)}
+
+
+async def test_unreadable_bus_entries_are_logged_counted_and_skipped(cluster, redis_server, clients):
+    """Entries another process wrote badly never stop a node: each is logged, counted by reason,
+    and the entries around it are delivered."""
+    people = await audience(clients, cluster)
+    await wait_subscribed(redis_server.url, nodes=2)
+    raw = aioredis.Redis.from_url(redis_server.url)
+    bad = [
+        {"o": "bad", "n": 1, "m": "emit", "p": "not json {"},
+        {"o": "bad", "n": 2, "m": "emit", "p": "[" * 5000 + "]" * 5000},
+        {"o": "bad", "n": 3, "m": "emit", "p": "[1]"},
+        {"o": "bad", "n": 4, "m": "emit", "p": '{"event": "tick"}'},
+        {"o": "bad", "n": 5, "m": "no_such_command", "p": "{}"},
+        {"o": "bad", "n": "six", "m": "emit", "p": "{}"},
+    ]
+    try:
+        async with Emitter(redis_server.url) as emitter:
+            before = await emitter.broadcast("tick", 1)
+            for fields in bad:
+                await raw.xadd("gateway:bus", fields)
+            after = await emitter.broadcast("tick", 2)
+        await received_once(people.everyone, "tick", before)
+        await received_once(people.everyone, "tick", after)
+        await nothing_else(people.everyone, "tick")
+        for node in cluster:
+            assert await bus_dropped(node.url) == {
+                "undecodable": 3,
+                "bad_payload": 1,
+                "unknown_command": 1,
+                "malformed": 1,
+            }
+            assert node.log().count("dropped a bus entry") == 6
+    finally:
+        await raw.aclose()
