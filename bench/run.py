@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import cases as casemod
 from harness import report
 from harness.quiet import wait_quiet
-from harness.servers import BENCH, KINDS, Launcher, export_gateway, free_ports
+from harness.servers import BENCH, KINDS, Launcher, baseline_kind, export_gateway, free_ports
 
 SERVER_CORE, LOADGEN_CORE = 0, 1
 
@@ -103,6 +103,11 @@ def parse_args(argv=None):
         "--gateway-ref",
         help="measure the gateway as committed at this git ref (exported to a temporary directory) "
         "instead of the working tree",
+    )
+    p.add_argument(
+        "--baseline-ref",
+        help="also measure the gateway as committed at this git ref, as server 'baseline' "
+        "(e.g. the commit before a change, against the working tree in the same run)",
     )
     p.add_argument("--json", type=Path, default=BENCH / "results" / "latest.json", help="raw results file")
     p.add_argument("--from-json", type=Path, help="print the report of a saved raw results file, run nothing")
@@ -299,12 +304,18 @@ def main(argv=None):
         launcher.gateway_dir = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
         gateway_commit = export_gateway(opts.gateway_ref, launcher.gateway_dir)
 
+    baseline_dir = None
+    if opts.baseline_ref:
+        baseline_dir = Path(tempfile.mkdtemp(prefix="bench-baseline-"))
+        KINDS["baseline"] = baseline_kind(opts.baseline_ref, baseline_dir)
+        kinds.append(KINDS["baseline"])
     measured = versions(opts.python)
     measured["gateway commit"] = gateway_commit or measured["gateway commit"] + " (working tree)"
     started = time.monotonic()
     data = {
         "args": {k: v for k, v in vars(opts).items() if k not in ("secret", "json", "from_json")},
         "servers": [k.name for k in kinds],
+        "labels": {k.name: k.label for k in kinds},
         "load_average": [os.getloadavg()[0], None],
         "versions": measured,
         "seconds": 0,
@@ -322,6 +333,8 @@ def main(argv=None):
         launcher.stop_all()
         if gateway_commit:
             shutil.rmtree(launcher.gateway_dir, ignore_errors=True)
+        if baseline_dir:
+            shutil.rmtree(baseline_dir, ignore_errors=True)
     print_report(data)
     print(f"\nraw results: {opts.json}; took {data['seconds']:.0f}s", file=sys.stderr)
 
@@ -331,7 +344,7 @@ def print_report(data):
     args = argparse.Namespace(**data["args"])
     cases = casemod.build_cases(args)
     servers = data["servers"]
-    labels = {name: KINDS[name].label for name in servers}
+    labels = {name: data.get("labels", {}).get(name) or KINDS[name].label for name in servers}
     summaries = report.summarize(data["records"])
     # Other work on the machine shows up as a server CPU share below 100% in saturated cases.
     load = "load average {:.2f} before, {:.2f} after".format(*data["load_average"])

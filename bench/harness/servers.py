@@ -38,6 +38,7 @@ class ServerKind:
     label: str
     argv: callable  # (python, port, redis_url) -> list[str]
     env: dict = field(default_factory=dict)
+    cwd: Path | None = None  # a gateway exported from another commit (see baseline_kind)
 
     def available(self):
         return self.name != "gateway" or (REPO / "app" / "__main__.py").exists()
@@ -66,6 +67,14 @@ KINDS = {
         "gateway", "realtime-gateway", _gateway_argv, {"RATE_LIMIT": "1000000000", "RATE_BURST": "1000000000"}
     ),
 }
+
+
+def baseline_kind(ref, into):
+    """The gateway as committed at `ref` (exported into `into`), measured beside the working tree
+    in the same run: a before/after comparison under the same machine load."""
+    commit = export_gateway(ref, into)
+    gateway = KINDS["gateway"]
+    return ServerKind("baseline", f"realtime-gateway @ {commit}", _gateway_argv, gateway.env, cwd=Path(into))
 
 
 @dataclass
@@ -121,7 +130,7 @@ class Launcher:
         env.update(extra_env or {})
         if redis_url:
             env["REDIS_URL"] = redis_url
-        cwd = self.gateway_dir if kind.name == "gateway" else REPO
+        cwd = kind.cwd or (self.gateway_dir if kind.name == "gateway" else REPO)
         proc = self.spawn(kind.argv(self.python, port, redis_url), f"{kind.name}-{port}", env, cwd)
         wait_healthy(proc, f"http://127.0.0.1:{port}/healthz")
         return proc
