@@ -158,6 +158,12 @@ class StreamManager(FanoutManager):
         self.outbox.add(method, dumps(payload))
         await handler(payload)
 
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of this node's latest entry (an emit, a command, a heartbeat):
+        read right after an emit, the one that emit travels under."""
+        return self.outbox.last_seq
+
     async def drain(self, timeout: float) -> None:
         """Wait, at most ``timeout`` seconds, until Redis has everything queued (at shutdown:
         the last presence updates must reach the other nodes)."""

@@ -56,6 +56,11 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def last_seq(self) -> int:
+        """The sequence number :meth:`add` handed out last (0: none yet)."""
+        return self._seq
+
     def add(self, method: str, payload: str, bounded: bool = True) -> int:
         """Queue one entry and return its sequence number; BusUnavailable when past a bound
         (``bounded=False``: heartbeats, which must get through to prove the link)."""

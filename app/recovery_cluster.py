@@ -20,7 +20,7 @@ changes, before the client is answered, so it survives its node; a node refreshe
 its live sessions, and a record expires ``--recovery-window`` seconds after its connection ended
 (or its node stopped refreshing it).
 
-Relies on the bus's ``_receive(fields)``, ``_last_id``, ``_seq``, ``_origin`` and
+Relies on the bus's ``_receive(fields)``, ``_last_id``, ``_origin`` and
 :func:`realtime_gateway.bus._stream_id` (one module of ours, not a library).
 """
 
@@ -107,7 +107,7 @@ class RecoveringStreamManager(StreamManager):
 
     def cursor(self) -> str:
         """Where this node is on the bus: ``<last stream id read>.<last sequence number written>``."""
-        return f"{(self._last_id or b'0-0').decode()}.{self._seq:x}"
+        return f"{(self._last_id or b'0-0').decode()}.{self.last_seq:x}"
 
     async def catch_up(self, stream_id: tuple[int, int], origin: bytes, seq: int) -> bool:
         """Wait until this node has read the stream up to ``stream_id`` and ``origin``'s entries up
@@ -156,7 +156,7 @@ class ClusterJournal(Journal):
         manager = self.manager
         pos = manager.position
         if pos is OWN:
-            pos = (manager._origin, manager._seq, None)
+            pos = (manager._origin, manager.last_seq, None)
         return f"{self.epoch}-{seq:012x}.{manager.cursor()}", pos
 
     def _trimmed(self, entry: Entry) -> None:
