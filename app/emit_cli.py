@@ -1,7 +1,8 @@
 """``realtime-gateway emit``: send a message to connected clients from a shell or a cron job.
 
-Each subcommand is one :class:`~realtime_gateway.emitter.SyncEmitter` operation; the envelope id is printed
-on success. Exit status: 0 sent, 1 Redis could not take the message, 2 invalid arguments.
+Each subcommand is one :class:`~realtime_gateway.emitter.SyncEmitter` operation; a message's envelope id
+is printed on success (``join``, ``leave`` and ``disconnect`` print nothing). Exit status: 0 sent,
+1 Redis could not take it, 2 invalid arguments.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .emitter import EmitError, SyncEmitter
 EXIT_UNREACHABLE = 1
 EXIT_USAGE = 2
 
-Operation = Callable[[SyncEmitter, argparse.Namespace], str]
+Operation = Callable[[SyncEmitter, argparse.Namespace], str | None]
 
 
 def _json(value: str) -> Any:
@@ -35,6 +36,9 @@ def _operations() -> dict[str, Operation]:
         "room": lambda e, a: e.broadcast_to_room(a.room, a.type, a.json),
         "user": lambda e, a: e.send_to_user(a.user, a.type, a.json),
         "broadcast": lambda e, a: e.broadcast(a.type, a.json),
+        "join": lambda e, a: e.join_room(a.user, a.room),
+        "leave": lambda e, a: e.leave_room(a.user, a.room),
+        "disconnect": lambda e, a: e.disconnect_user(a.user) if a.user is not None else e.disconnect_sid(a.sid),
     }
 
 
@@ -84,6 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument(address, required=True)
         sub.add_argument("--type", required=True, help="message type (the event name)")
         sub.add_argument("--json", type=_json, default=None, help="content, as JSON (default: null)")
+
+    for name, help_ in (
+        ("join", "every current connection of a user, on every node, joins a room (protected ones too)"),
+        ("leave", "every current connection of a user, on every node, leaves a room"),
+    ):
+        sub = command(name, help_)
+        sub.add_argument("--user", required=True)
+        sub.add_argument("--room", required=True)
+    disconnect = command("disconnect", "close every connection of a user, or one connection, on every node")
+    target = disconnect.add_mutually_exclusive_group(required=True)
+    target.add_argument("--user")
+    target.add_argument("--sid", help="one connection, by the sid its welcome message gave")
     return parser
 
 
@@ -97,5 +113,6 @@ def emit_command(argv: list[str]) -> int:
         parser.exit(EXIT_USAGE, f"realtime-gateway emit: error: {exc}\n")
     except EmitError as exc:
         parser.exit(EXIT_UNREACHABLE, f"realtime-gateway emit: error: {exc}\n")
-    print(message_id)
+    if message_id is not None:
+        print(message_id)
     return 0

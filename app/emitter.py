@@ -14,6 +14,10 @@ envelope leaves:
 Every operation builds a complete envelope (``type``, ``content``, ``timestamp``, a fresh ``id``),
 emits it as the event named after its type with the envelope as the single argument, and returns
 the envelope id. A user is addressed as the room ``user:<id>`` every connection of theirs joins.
+
+They also share :class:`MembershipApi`: put a user's connections in a room, take them out, or
+disconnect them, on every node (:mod:`realtime_gateway.membership`). Those travel the same way
+as messages, so through one emitter a join is applied before any message it sends next.
 """
 
 from __future__ import annotations
@@ -33,10 +37,13 @@ from .bus_wire import EMIT, STREAM, encode_emit, entry, new_origin, redis_client
 from .config import REDIS_SCHEMES
 from .envelope import Envelope, ProtocolError, make_envelope, validate_room_name
 from .handlers import ClientEvents
+from .jsoncodec import dumps
+from .membership import DISCONNECT, JOIN, LEAVE, joinable_room
 
-__all__ = ["EmitError", "Emitter", "InProcessEmitter", "MessageApi", "SyncEmitter"]
+__all__ = ["EmitError", "Emitter", "InProcessEmitter", "MembershipApi", "MessageApi", "SyncEmitter"]
 
 R = TypeVar("R")
+N = TypeVar("N")
 
 MAX_IN_FLIGHT = 50
 """Publishes one emitter has in flight at once. redis-py's pool (100 connections) refuses a
@@ -68,6 +75,13 @@ def check_user_id(user_id: Any) -> str:
     if isinstance(user_id, bool) or not isinstance(user_id, (str, int)) or user_id == "":
         raise ValueError("user id must be a non-empty string or an integer")
     return str(user_id)
+
+
+def check_sid(sid: Any) -> str:
+    """A connection's sid, as its ``welcome`` gave it."""
+    if not isinstance(sid, str) or not sid:
+        raise ValueError("sid must be a non-empty string")
+    return sid
 
 
 def check_room(room: Any) -> str:
@@ -146,6 +160,46 @@ class MessageApi(Generic[R]):
         raise NotImplementedError
 
 
+class MembershipApi(Generic[N]):
+    """Server-side membership, on every node; a subclass only implements :meth:`_command`.
+
+    ``N`` is None for :class:`SyncEmitter`, an awaitable of None for the asyncio emitters.
+    Arguments are checked before anything is sent (``ValueError`` naming the bad one).
+    """
+
+    def join_room(self, user_id: str | int, room: str) -> N:
+        """Every current connection of the user, on every node, joins ``room``, protected or not
+        (the room rule is for clients; this is the back end's decision). Connections the user
+        opens later do not inherit it."""
+        return self._command(JOIN, {"user": _checked("user", check_user_id, user_id), "room": _room(room)})
+
+    def leave_room(self, user_id: str | int, room: str) -> N:
+        """Every current connection of the user, on every node, leaves ``room``."""
+        return self._command(LEAVE, {"user": _checked("user", check_user_id, user_id), "room": _room(room)})
+
+    def disconnect_user(self, user_id: str | int) -> N:
+        """Close every connection of the user on every node (they cannot resume their sessions)."""
+        return self._command(DISCONNECT, {"user": _checked("user", check_user_id, user_id)})
+
+    def disconnect_sid(self, sid: str) -> N:
+        """Close one connection, by its ``sid`` (``welcome.content.sid``), on whichever node it is."""
+        return self._command(DISCONNECT, {"sid": check_sid(sid)})
+
+    def _command(self, method: str, payload: dict[str, str]) -> N:
+        raise NotImplementedError
+
+
+def _checked(name: str, check: Any, value: Any) -> str:
+    try:
+        return str(check(value))
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+def _room(room: Any) -> str:
+    return _checked("room", joinable_room, room)
+
+
 def resolve_redis_url(redis_url: str | None) -> str:
     """The URL given, else ``REDIS_URL``; refused early with a message saying what to set."""
     url = redis_url or os.environ.get("REDIS_URL")
@@ -183,8 +237,11 @@ class _Writer:
         payload = encode_emit(envelope, room)  # ValueError for what nodes could not read
         return entry(self.origin, next(self._seq), EMIT, payload)
 
+    def command(self, method: str, payload: dict[str, str]) -> dict[bytes, Any]:
+        return entry(self.origin, next(self._seq), method, dumps(payload))
 
-class Emitter(MessageApi[Awaitable[str]]):
+
+class Emitter(MessageApi[Awaitable[str]], MembershipApi[Awaitable[None]]):
     """Send to clients on every gateway node from another asyncio process.
 
     ``Emitter("redis://host:6379/0")``, or ``Emitter()`` to use ``REDIS_URL``. Methods are
@@ -199,17 +256,22 @@ class Emitter(MessageApi[Awaitable[str]]):
         self._redis = redis_client(self.redis_url, WRITE_TIMEOUT, "gateway-emitter")
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
 
-    async def _emit(self, envelope: Envelope, room: str | None) -> str:
-        fields = self._writer.entry(envelope, room)
+    async def _write(self, fields: dict[bytes, Any]) -> None:
         async with self._in_flight:
             try:
                 await self._redis.xadd(STREAM, fields)
             except Exception as exc:  # connection, auth, URL and Redis errors alike
                 raise _publish_error(self.redis_url, exc) from exc
+
+    async def _emit(self, envelope: Envelope, room: str | None) -> str:
+        await self._write(self._writer.entry(envelope, room))
         return envelope["id"]
 
     def _deliver(self, envelope: Envelope, room: str | None) -> Awaitable[str]:
         return self._emit(envelope, room)
+
+    def _command(self, method: str, payload: dict[str, str]) -> Awaitable[None]:
+        return self._write(self._writer.command(method, payload))
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -221,7 +283,7 @@ class Emitter(MessageApi[Awaitable[str]]):
         await self.close()
 
 
-class SyncEmitter(MessageApi[str]):
+class SyncEmitter(MessageApi[str], MembershipApi[None]):
     """Send to clients on every gateway node from blocking code (Django, Flask, Celery tasks).
 
     Same constructor and methods as :class:`Emitter`; each call blocks until Redis accepted the
@@ -235,14 +297,19 @@ class SyncEmitter(MessageApi[str]):
         self._redis = sync_redis_client(self.redis_url, WRITE_TIMEOUT, "gateway-emitter")
         self._in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT)
 
-    def _deliver(self, envelope: Envelope, room: str | None) -> str:
-        fields = self._writer.entry(envelope, room)
+    def _write(self, fields: dict[bytes, Any]) -> None:
         with self._in_flight:
             try:
                 self._redis.xadd(STREAM, fields)
             except Exception as exc:
                 raise _publish_error(self.redis_url, exc) from exc
+
+    def _deliver(self, envelope: Envelope, room: str | None) -> str:
+        self._write(self._writer.entry(envelope, room))
         return envelope["id"]
+
+    def _command(self, method: str, payload: dict[str, str]) -> None:
+        self._write(self._writer.command(method, payload))
 
     def close(self) -> None:
         self._redis.close()
@@ -254,10 +321,11 @@ class SyncEmitter(MessageApi[str]):
         self.close()
 
 
-class InProcessEmitter(MessageApi[Awaitable[str]]):
+class InProcessEmitter(MessageApi[Awaitable[str]], MembershipApi[Awaitable[None]]):
     """The same operations for code running inside the gateway (``request.app[EMITTER_KEY]``).
 
     Emits through the node's Socket.IO server: local clients directly, other nodes via Redis.
+    Raises :class:`EmitError` when the cluster bus refuses (then nothing happened anywhere).
     """
 
     def __init__(self, events: ClientEvents) -> None:
@@ -272,3 +340,9 @@ class InProcessEmitter(MessageApi[Awaitable[str]]):
 
     def _deliver(self, envelope: Envelope, room: str | None) -> Awaitable[str]:
         return self._emit(envelope, room)
+
+    async def _command(self, method: str, payload: dict[str, str]) -> None:
+        try:
+            await self._events.sio.manager.publish(method, payload)
+        except BusUnavailable as refused:
+            raise EmitError(refused.message) from None

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import socketio
@@ -38,6 +39,9 @@ from .jsoncodec import dumps, loads
 from .recovery import Entry, Journal, tagged_envelope, tagged_packet
 
 log = logging.getLogger(__name__)
+
+Command = Callable[[dict[str, Any]], Awaitable[None]]
+"""A cluster-wide command's handler, given the payload published with it."""
 
 SLOW_CLIENT_GRACE = 5.0
 HARD_LIMIT_FACTOR = 4
@@ -142,10 +146,28 @@ class FanoutManager(socketio.AsyncManager):
     the inherited path. With a :class:`~realtime_gateway.recovery.Journal` attached, every message
     but a direct reply to one connection gets its offset (the last argument of the event, the
     ``offset`` field of the envelope) and is kept for recovery and, for rooms, in ``history``.
+
+    Cluster-wide commands (:meth:`register`, :meth:`publish`) have the interface of
+    :class:`~realtime_gateway.bus.StreamManager`'s; alone, a node is the whole cluster, so they
+    run here only. Callers need no single-node case.
     """
 
     journal: Journal | None = None
     history: History | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.commands: dict[str, Command] = {}
+
+    def register(self, method: str, handler: Command) -> None:
+        """Add a command: ``handler(payload)`` runs for each :meth:`publish` of ``method``."""
+        if method in self.commands:
+            raise ValueError(f"command {method!r} is already registered")
+        self.commands[method] = handler
+
+    async def publish(self, method: str, payload: dict[str, Any]) -> None:
+        """Run a registered command on every node: on a single node, here and now."""
+        await self.commands[method](payload)
 
     async def emit(  # type: ignore[override]
         self,

@@ -128,6 +128,9 @@ class ClientEvents:
         self.verifier = verifier
         self.access = RoomAccess(settings.protected_rooms)
         self.connections: dict[str, Connection] = {}
+        self._by_user: dict[str, dict[str, Connection]] = {}
+        """user id -> sid -> connection, kept with :attr:`connections` (server-side membership,
+        operator lookups: a user's connections without walking everyone's)."""
         self.transports: dict[str, int] = {}
         """Connections on this node per transport, kept with :attr:`connections`."""
         self.rooms = RoomCounts()
@@ -170,6 +173,7 @@ class ClientEvents:
             bucket=TokenBucket(self.settings.rate_limit, self.settings.rate_burst),
         )
         self.connections[sid] = connection
+        self._by_user.setdefault(identity.user_id, {})[sid] = connection
         self.transports[transport] = self.transports.get(transport, 0) + 1
         if self.resumable:
             assert self.journal is not None
@@ -242,11 +246,15 @@ class ClientEvents:
         assert journal is not None
         manager = self.sio.manager
         refused = []
-        for room in list(resumed.session.rooms):
+        session = resumed.session
+        for room in list(session.rooms):
             if room.startswith(USER_ROOM_PREFIX):
                 manager.basic_enter_room(connection.sid, "/", room)
-            elif self.access.may_join(connection.identity, room) is None:
-                # the token may be a new one, with a narrower rooms claim than the session's
+            elif room in connection.rooms:  # a back end's join that came during the handshake
+                continue
+            elif room in session.granted or self.access.may_join(connection.identity, room) is None:
+                # the token may be a new one, with a narrower rooms claim than the session's;
+                # what a back end granted is the back end's to take away
                 manager.basic_enter_room(connection.sid, "/", room)
                 connection.rooms.add(room)
                 self.rooms.add(room)
@@ -262,21 +270,35 @@ class ClientEvents:
             "recovered sid=%s user=%s: %d missed message(s)", connection.sid, connection.identity.user_id, len(missed)
         )
 
-    async def _track(self, connection: Connection, room: str, joined: bool) -> None:
+    async def _track(self, connection: Connection, room: str, joined: bool, granted: bool = False) -> None:
         """Keep the session's rooms in step with the connection's, for a later recovery (in a
         cluster also in Redis, before the client is answered: its node may die next)."""
         session = connection.session
         if session is None or session.sid != connection.sid:
             return
         assert self.journal is not None
-        (self.journal.joined if joined else self.journal.left)(session, connection.sid, room)
+        if joined:
+            self.journal.joined(session, connection.sid, room, granted)
+        else:
+            self.journal.left(session, connection.sid, room)
         if self.session_store is not None and not room.startswith(USER_ROOM_PREFIX):
-            await (self.session_store.joined if joined else self.session_store.left)(session, room)
+            if joined:
+                await self.session_store.joined(session, room, granted)
+            else:
+                await self.session_store.left(session, room)
+
+    def user_connections(self, user_id: str) -> list[Connection]:
+        """The user's connections on this node (a copy: callers may await in between)."""
+        return list(self._by_user.get(user_id, {}).values())
 
     async def disconnected(self, sid: str, reason: Any = None) -> None:
         connection = self.connections.pop(sid, None)
         if connection is None:
             return
+        mine = self._by_user[connection.identity.user_id]
+        del mine[sid]
+        if not mine:
+            del self._by_user[connection.identity.user_id]
         session = connection.session
         if session is not None:
             if self.session_store is not None and session.sid == sid:
@@ -364,14 +386,17 @@ class ClientEvents:
         await self.exit_room(connection, room)
         return {"ok": True, "room": room}
 
-    async def enter_room(self, connection: Connection, room: str) -> None:
+    async def enter_room(self, connection: Connection, room: str, granted: bool = False) -> None:
         """Make a connection a member of a (client-visible, non-``user:``) room, with no checks:
-        callers decide whether it may."""
+        callers decide whether it may. ``granted``: a back end decided it (kept on recovery
+        whatever the token says), also for a room the client had joined itself."""
         if room not in connection.rooms:
             await self.sio.enter_room(connection.sid, room)
             connection.rooms.add(room)
             self.rooms.add(room)
-            await self._track(connection, room, joined=True)
+        elif not granted:
+            return
+        await self._track(connection, room, joined=True, granted=granted)
 
     async def exit_room(self, connection: Connection, room: str) -> None:
         if room in connection.rooms:

@@ -181,7 +181,7 @@ class OperatorAPI:
 
     def _user(self, args: Mapping[str, Any]) -> dict[str, Any]:
         user_id = str(args.get("user_id"))
-        mine = [c for c in self.events.connections.values() if c.identity.user_id == user_id]
+        mine = self.events.user_connections(user_id)
         return {
             "name": self.node_name,
             "user_name": mine[0].identity.username if mine else None,

@@ -43,7 +43,8 @@ class BadField(Exception):
         self.field = field
 
 
-def _field(check: Callable[[Any], Any], field: str, value: Any) -> Any:
+def field_value(check: Callable[[Any], Any], field: str, value: Any) -> Any:
+    """``check(value)``, its ValueError as a :class:`BadField` naming ``field``."""
     try:
         return check(value)
     except ValueError as exc:
@@ -56,9 +57,9 @@ def _sender(emitter: InProcessEmitter, target: Any) -> Callable[[str, Any], Awai
         if target.get("all") is True:
             return emitter.broadcast
         if "user" in target:
-            return partial(emitter.send_to_user, _field(check_user_id, "target.user", target["user"]))
+            return partial(emitter.send_to_user, field_value(check_user_id, "target.user", target["user"]))
         if "room" in target:
-            return partial(emitter.broadcast_to_room, _field(check_room, "target.room", target["room"]))
+            return partial(emitter.broadcast_to_room, field_value(check_room, "target.room", target["room"]))
     raise BadField("target", TARGETS)
 
 
@@ -72,26 +73,48 @@ async def _read_json(request: web.Request, limit: int) -> Any:
         raise BadField("body", "not valid JSON") from None
 
 
-async def publish(request: web.Request) -> web.Response:
+async def authorized_body(request: web.Request) -> dict[str, Any] | web.Response:
+    """The JSON object a back-end request (``POST``, API key) carries, or the answer refusing
+    it: 401 for the key, 400 (field ``body``), 413 above ``MAX_MESSAGE_BYTES``."""
     settings = request.app[SETTINGS_KEY]
-    assert settings.api_key is not None  # the route is only added when a key is configured
+    assert settings.api_key is not None  # the routes are only added when a key is configured
     if not api_key_matches(request.headers, settings.api_key):
         return error_response(UNAUTHORIZED, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
     try:
         body = await _read_json(request, settings.max_message_bytes)
-        if not isinstance(body, dict):
-            raise BadField("body", "must be a JSON object")
-        send = _sender(request.app[EMITTER_KEY], body.get("target"))
-        type_ = _field(check_type, "type", body.get("type"))
     except BadField as bad:
-        return error_response(BAD_REQUEST, str(bad), field=bad.field)
+        return bad_request(bad)
     except web.HTTPRequestEntityTooLarge:
         return error_response(TOO_LARGE, f"body larger than {settings.max_message_bytes} bytes")
+    if not isinstance(body, dict):
+        return bad_request(BadField("body", "must be a JSON object"))
+    return body
+
+
+def bad_request(bad: BadField) -> web.Response:
+    return error_response(BAD_REQUEST, str(bad), field=bad.field)
+
+
+async def accepted(sending: Awaitable[Any], answer: Callable[[Any], dict[str, Any]]) -> web.Response:
+    """202 with ``answer(result)`` once the emitter took it; 503 when the cluster bus refused
+    it (then it happened nowhere: the caller retries)."""
     try:
-        message_id = await send(type_, body.get("content"))
-    except EmitError as refused:  # delivered nowhere: the caller retries
+        result = await sending
+    except EmitError as refused:
         return error_response(UNAVAILABLE, str(refused))
-    return web.json_response({"id": message_id}, status=202)
+    return web.json_response(answer(result), status=202)
+
+
+async def publish(request: web.Request) -> web.Response:
+    body = await authorized_body(request)
+    if isinstance(body, web.Response):
+        return body
+    try:
+        send = _sender(request.app[EMITTER_KEY], body.get("target"))
+        type_ = field_value(check_type, "type", body.get("type"))
+    except BadField as bad:
+        return bad_request(bad)
+    return await accepted(send(type_, body.get("content")), lambda message_id: {"id": message_id})
 
 
 async def history(request: web.Request) -> web.Response:

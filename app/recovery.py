@@ -9,9 +9,11 @@ them. Each connection has a :class:`Session` under a secret id (the Socket.IO ``
 WebSocket ``session``). A client that comes back within the window with its session id and the
 offset of the last message it received, and a valid token of the same user, gets its session
 again: its rooms are restored and what the journal holds after that offset, for those rooms, is
-replayed before anything new. Anything else (window passed, journal trimmed, unknown or forged
-session, another user's session, an offset from another process) is a fresh session: nothing
-restored, no error.
+replayed before anything new. Rooms a back end put the session in
+(:attr:`Session.granted`, :mod:`realtime_gateway.membership`) come back whatever the new token
+says; the others only if the new token may still join them. Anything else (window passed,
+journal trimmed, unknown or forged session, another user's session, an offset from another
+process) is a fresh session: nothing restored, no error.
 
 Offsets are ``<epoch>-<sequence>``: the epoch is drawn at start, so an offset from an earlier
 life of the process (whose journal is gone) is recognised and refused; the sequence is
@@ -59,6 +61,8 @@ class Session:
     sid: str | None
     start_seq: int
     rooms: dict[str, int] = field(default_factory=dict)
+    granted: set[str] = field(default_factory=set)
+    """The rooms of ``rooms`` a back end put the session in: restored without the room rule."""
     expires_at: float | None = None  # set when the connection ends
 
 
@@ -88,6 +92,7 @@ class Journal:
         self._entries: collections.deque[Entry] = collections.deque()
         self._keep = max(window * JOURNAL_GRACE, 1.0)
         self.sessions: dict[str, Session] = {}
+        self._by_user: dict[str, set[str]] = {}  # user id -> pids, for server-side membership
         self._expiry: collections.deque[tuple[float, str]] = collections.deque()
 
     # -- offsets -----------------------------------------------------------------------------
@@ -133,7 +138,19 @@ class Journal:
         self._expire()
         session = Session(secrets.token_urlsafe(18), user_id, sid, self.last_seq)
         self.sessions[session.pid] = session
+        self._by_user.setdefault(user_id, set()).add(session.pid)
         return session
+
+    def dormant(self, user_id: str) -> list[Session]:
+        """The user's sessions whose connection ended within the window: a device that is away
+        for a moment, which a back end's leave or disconnect must reach too."""
+        self._expire()
+        sessions = (self.sessions[pid] for pid in self._by_user.get(user_id, ()))
+        return [session for session in sessions if session.sid is None]
+
+    def end(self, session: Session) -> None:
+        """Forget a session at once: nothing can resume it (a back end disconnected it)."""
+        self._forget(session.pid)
 
     def claim(self, pid: Any, user_id: str, offset: Any, sid: str) -> Resumption | None:
         """The session ``pid`` for a new connection ``sid`` of ``user_id``, which received
@@ -172,18 +189,24 @@ class Journal:
         session.sid, session.start_seq = sid, self.last_seq
         session.rooms = dict.fromkeys(session.rooms, self.last_seq)
         self.sessions[session.pid] = session
+        self._by_user.setdefault(session.user_id, set()).add(session.pid)
         return Resumption(session, self.last_seq, None)
 
     def _first_seq(self) -> int:
         return self._entries[0].seq if self._entries else self.last_seq + 1
 
-    def joined(self, session: Session, sid: str, room: str) -> None:
+    def joined(self, session: Session, sid: str, room: str, granted: bool = False) -> None:
+        """The session is in ``room`` from now on (``granted``: by a back end's decision)."""
         if session.sid == sid:  # not a connection whose session was taken over
             session.rooms.setdefault(room, self.last_seq)
+            if granted:
+                session.granted.add(room)
 
-    def left(self, session: Session, sid: str, room: str) -> None:
+    def left(self, session: Session, sid: str | None, room: str) -> None:
+        """The session is no longer in ``room`` (``sid`` None: a dormant session)."""
         if session.sid == sid:
             session.rooms.pop(room, None)
+            session.granted.discard(room)
 
     def closed(self, session: Session, sid: str) -> None:
         """The connection ``sid`` of the session ended: keep the session for the window (unless
@@ -192,7 +215,7 @@ class Journal:
             return
         session.sid = None
         if self.window <= 0:
-            self.sessions.pop(session.pid, None)
+            self._forget(session.pid)
             return
         session.expires_at = time.monotonic() + self.window
         self._expiry.append((session.expires_at, session.pid))
@@ -204,7 +227,15 @@ class Journal:
             _, pid = expiry.popleft()
             session = self.sessions.get(pid)
             if session is not None and session.expires_at is not None and session.expires_at <= now:
-                del self.sessions[pid]
+                self._forget(pid)
+
+    def _forget(self, pid: str) -> None:
+        session = self.sessions.pop(pid, None)
+        if session is not None:
+            pids = self._by_user[session.user_id]
+            pids.discard(pid)
+            if not pids:
+                del self._by_user[session.user_id]
 
 
 def _addressed(entry: Entry, rooms: dict[str, int]) -> bool:

@@ -15,7 +15,8 @@ journal, every message addressed to the session's rooms that is *not* in that se
 
 Before it does, A waits (briefly) until it has read the stream up to ``S`` and B's entries up to
 ``n``, so nothing B delivered can still reach the client live through A. The session itself
-(user, node, rooms with the bus position at which each was joined) is written to Redis when it
+(user, node, rooms with the bus position at which each was joined, which of them a back end
+granted, :mod:`realtime_gateway.membership`) is written to Redis when it
 changes, before the client is answered, so it survives its node; a node refreshes the records of
 its live sessions, and a record expires ``--recovery-window`` seconds after its connection ended
 (or its node stopped refreshing it).
@@ -191,6 +192,7 @@ class ClusterJournal(Journal):
                 return None
             rooms[room] = parsed
         session = Session(record["pid"], record["user"], None, self.last_seq, dict.fromkeys(rooms))
+        session.granted = record["granted"] & rooms.keys()
         resumed = self.adopt(session, sid)
         resumed.previous_sid = record.get("sid") or None
         resumed.remote = Remote(record["origin"].encode(), position[0], position[1], rooms)
@@ -248,17 +250,27 @@ class SessionStore:
             "start": cursor,
             "sid": session.sid or "",
             **{f"r:{room}": cursor for room in {*session.rooms, user_room}},
+            **{f"g:{room}": 1 for room in session.granted},
         }
         self._live.add(session.pid)
         self._ensure_refresher()
         return await self._write(session.pid, lambda pipe, key: pipe.delete(key).hset(key, mapping=fields))
 
-    async def joined(self, session: Session, room: str) -> bool:
+    async def joined(self, session: Session, room: str, granted: bool = False) -> bool:
+        """``granted``: a back end's join (``g:<room>``), restored whatever the resuming token says."""
         cursor = self.journal.manager.cursor()
-        return await self._write(session.pid, lambda pipe, key: pipe.hset(key, f"r:{room}", cursor))
+        fields: dict[str, Any] = {f"r:{room}": cursor, **({f"g:{room}": 1} if granted else {})}
+        return await self._write(session.pid, lambda pipe, key: pipe.hset(key, mapping=fields))
 
     async def left(self, session: Session, room: str) -> bool:
-        return await self._write(session.pid, lambda pipe, key: pipe.hdel(key, f"r:{room}"))
+        """Also for a dormant session (a back end's leave), whose record keeps its expiry."""
+        fields = (f"r:{room}", f"g:{room}")
+        return await self._write(session.pid, lambda pipe, key: pipe.hdel(key, *fields), live=session.sid is not None)
+
+    async def ended(self, session: Session) -> None:
+        """The session ends now (a back end disconnected it): no node may resume it."""
+        self._live.discard(session.pid)
+        await self._forget(SESSION_PREFIX + session.pid)
 
     def closed(self, session: Session) -> None:
         """The connection ended: the record lasts the recovery window from now."""
@@ -276,14 +288,16 @@ class SessionStore:
         if not fields or not {"user", "origin", "epoch", "start"} <= fields.keys():
             return None
         rooms = {key[2:]: value for key, value in fields.items() if key.startswith("r:")}
-        return {**fields, "pid": pid, "rooms": rooms}
+        granted = {key[2:] for key in fields if key.startswith("g:")}
+        return {**fields, "pid": pid, "rooms": rooms, "granted": granted}
 
-    async def _write(self, pid: str, build: Any) -> bool:
+    async def _write(self, pid: str, build: Any, live: bool = True) -> bool:
         key = SESSION_PREFIX + pid
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
                 build(pipe, key)
-                pipe.expire(key, self._live_ttl)
+                if live:
+                    pipe.expire(key, self._live_ttl)
                 await pipe.execute()
             return True
         except Exception as exc:

@@ -30,6 +30,8 @@ from .handlers import RESUME_ENVIRON_KEY, TRANSPORT_ENVIRON_KEY, ClientEvents, r
 from .history import History
 from .http_errors import error_middleware
 from .jsoncodec import dumps, loads
+from .membership import Membership
+from .membership_api import routes as membership_routes
 from .openapi import PATH as OPENAPI_PATH
 from .openapi import openapi_document
 from .operations import Operations
@@ -162,6 +164,7 @@ def create_app(settings: Settings) -> web.Application:
     sio = create_sio(settings)
     events = ClientEvents(sio, settings, verifier)
     sio.events = events
+    Membership(events)  # the cluster-wide join/leave/disconnect commands, on the manager
     operations = Operations(settings, events)
 
     @sio.event
@@ -190,6 +193,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get(OPENAPI_PATH, openapi_document)
     if settings.api_key:
         app.router.add_post("/api/publish", publish)
+        app.router.add_routes(membership_routes())
         app.router.add_get("/api/history", history_api)
     install_console(app, settings)  # GET /console, and POST /console/dev-token in dev mode
     if settings.redis_url and settings.legacy_channels:

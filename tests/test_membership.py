@@ -252,6 +252,44 @@ async def test_a_recovered_connection_keeps_its_granted_protected_room_a_new_one
     await nothing_else([back, fresh], "room_message")
 
 
+async def test_a_device_away_during_a_leave_or_join_resumes_with_the_change(gateway_factory, clients):
+    """Commands also apply to the user's sessions that wait for their device to come back: one
+    away during a leave does not get the room (nor what it was sent) back on resuming; one away
+    during a join resumes as a member and gets what the room was sent after the join."""
+    server = gateway_factory(env={"API_KEY": KEY, "PROTECTED_ROOMS": PROTECTED})
+    user, room = uid("user"), f"order:{uid()}"
+    staff = await clients.sio(server.url, make_token(uid(), rooms=["order:*"]))
+    assert (await staff.call("join_room", room))["ok"] is True
+
+    async def say(text: str) -> str:
+        message_id = (await staff.call("room_message", {"room": room, "text": text}))["message_id"]
+        await staff.inbox.next("room_message", id=message_id)
+        return message_id
+
+    device = await clients.ws(server.ws_url, make_token(user))
+    assert (await post(server.url, "/api/rooms/join", {"user": user, "room": room}))[0] == 202
+    seen = await device.inbox.next("room_message", id=await say("member"))
+    session = device.inbox.of_type("welcome")[0]["content"]["session"]
+    await device.close()
+    assert (await post(server.url, "/api/rooms/leave", {"user": user, "room": room}))[0] == 202
+    sent_after_leave = await say("gone")
+    back = await clients.ws(server.ws_url, make_token(user) + f"&session={session}&offset={seen['offset']}")
+    assert back.inbox.of_type("welcome")[0]["content"]["recovered"] is True
+    await say("still gone")
+    await nothing_else([back], "room_message")
+    assert sent_after_leave not in {e["id"] for e in back.inbox.received}
+
+    # away during a join
+    session = back.inbox.of_type("welcome")[0]["content"]["session"]
+    await back.close()
+    assert (await post(server.url, "/api/rooms/join", {"user": user, "room": room}))[0] == 202
+    sent_while_away = await say("welcome back")
+    again = await clients.ws(server.ws_url, make_token(user) + f"&session={session}")
+    assert again.inbox.of_type("welcome")[0]["content"]["recovered"] is True
+    await again.inbox.next("room_message", id=sent_while_away)
+    await again.inbox.next("room_message", id=await say("live"))
+
+
 BAD_BODIES = [
     ("/api/rooms/join", b"{", "body"),
     ("/api/rooms/join", [1], "body"),

@@ -227,6 +227,19 @@ async def test_real_answers_match_the_documented_schemas(gateway_factory, redis_
         await check(single.url, "POST", "/api/publish", 400, data=b"{", headers=key)
         await check(single.url, "POST", "/api/publish", 401, json=message)
         await check(single.url, "POST", "/api/publish", 413, json={**message, "content": "x" * 4096}, headers=key)
+        member = {"user": "openapi-member", "room": "admins"}
+        for path in ("/api/rooms/join", "/api/rooms/leave"):
+            assert await check(single.url, "POST", path, 202, json=member, headers=key) == member
+            bad = await check(single.url, "POST", path, 400, json={"user": "openapi-member"}, headers=key)
+            assert bad["error"]["field"] == "room"
+            await check(single.url, "POST", path, 401, json=member)
+            await check(single.url, "POST", path, 413, json={**member, "pad": "x" * 4096}, headers=key)
+        for target in ({"user": "openapi-member"}, {"sid": "no-such-sid"}):
+            assert await check(single.url, "POST", "/api/disconnect", 202, json=target, headers=key) == target
+        bad = await check(single.url, "POST", "/api/disconnect", 400, json={}, headers=key)
+        assert bad["error"]["field"] == "body"
+        await check(single.url, "POST", "/api/disconnect", 401, json={"user": "openapi-member"})
+        await check(single.url, "POST", "/api/disconnect", 413, json={"sid": "x" * 4096}, headers=key)
         await check(single.url, "GET", "/api/history?room=user:openapi-user&limit=5", 200, headers=key)
         bad = await check(single.url, "GET", "/api/history?room=lobby&limit=0", 400, headers=key)
         assert bad["error"]["field"] == "limit"
@@ -291,6 +304,9 @@ async def test_real_answers_match_the_documented_schemas(gateway_factory, redis_
 
         await until(publish_refused)
         await check(clustered.url, "POST", "/api/publish", 503, json=message, headers=key)
+        for path in ("/api/rooms/join", "/api/rooms/leave"):
+            await check(clustered.url, "POST", path, 503, json=member, headers=key)
+        await check(clustered.url, "POST", "/api/disconnect", 503, json={"user": "openapi-member"}, headers=key)
 
     documented = {(path, method, status) for (path, method), op in operations().items() for status in op["responses"]}
     unchecked = sorted(documented - answers.seen)
