@@ -20,6 +20,7 @@ from delivery import nothing_else, received_once, wait_subscribed
 from realtime_gateway import Emitter, SyncEmitter
 from realtime_gateway.emitter import EmitError
 from test_emit_cli import emit as run_cli
+from test_recovery import welcome, ws_resume
 
 KEY = "membership-key-0123456789"
 PROTECTED = "admins,order:*"
@@ -252,10 +253,10 @@ async def test_a_recovered_connection_keeps_its_granted_protected_room_a_new_one
     await nothing_else([back, fresh], "room_message")
 
 
-async def test_a_device_away_during_a_leave_or_join_resumes_with_the_change(gateway_factory, clients):
-    """Commands also apply to the user's sessions that wait for their device to come back: one
-    away during a leave does not get the room (nor what it was sent) back on resuming; one away
-    during a join resumes as a member and gets what the room was sent after the join."""
+async def test_a_device_away_during_a_leave_does_not_get_the_room_back_on_resuming(gateway_factory, clients):
+    """A leave also reaches the sessions waiting for their device to come back: a device away
+    during the leave resumes without the room, and without what the room was sent meanwhile.
+    A join reaches current connections only: a device away during it resumes without the room."""
     server = gateway_factory(env={"API_KEY": KEY, "PROTECTED_ROOMS": PROTECTED})
     user, room = uid("user"), f"order:{uid()}"
     staff = await clients.sio(server.url, make_token(uid(), rooms=["order:*"]))
@@ -269,25 +270,57 @@ async def test_a_device_away_during_a_leave_or_join_resumes_with_the_change(gate
     device = await clients.ws(server.ws_url, make_token(user))
     assert (await post(server.url, "/api/rooms/join", {"user": user, "room": room}))[0] == 202
     seen = await device.inbox.next("room_message", id=await say("member"))
-    session = device.inbox.of_type("welcome")[0]["content"]["session"]
     await device.close()
     assert (await post(server.url, "/api/rooms/leave", {"user": user, "room": room}))[0] == 202
-    sent_after_leave = await say("gone")
-    back = await clients.ws(server.ws_url, make_token(user) + f"&session={session}&offset={seen['offset']}")
-    assert back.inbox.of_type("welcome")[0]["content"]["recovered"] is True
+    await say("gone")
+    back = await ws_resume(clients, server, make_token(user), welcome(device)["session"], seen["offset"])
+    assert welcome(back)["recovered"] is True
     await say("still gone")
     await nothing_else([back], "room_message")
-    assert sent_after_leave not in {e["id"] for e in back.inbox.received}
 
-    # away during a join
-    session = back.inbox.of_type("welcome")[0]["content"]["session"]
     await back.close()
     assert (await post(server.url, "/api/rooms/join", {"user": user, "room": room}))[0] == 202
-    sent_while_away = await say("welcome back")
-    again = await clients.ws(server.ws_url, make_token(user) + f"&session={session}")
-    assert again.inbox.of_type("welcome")[0]["content"]["recovered"] is True
-    await again.inbox.next("room_message", id=sent_while_away)
-    await again.inbox.next("room_message", id=await say("live"))
+    await say("while away")
+    again = await ws_resume(clients, server, make_token(user), welcome(back)["session"], None)
+    assert welcome(again)["recovered"] is True
+    await say("live")
+    await nothing_else([again], "room_message")
+
+
+async def test_granted_rooms_survive_a_resume_on_the_other_node_and_a_leave_follows_there(nodes, redis_server, clients):
+    """On a cluster the session is in Redis: the granted room comes back on whichever node the
+    device resumes, and a leave while it was away (applied by the node that served it) holds."""
+    node1, node2 = nodes
+    await wait_subscribed(redis_server.url, nodes=2)
+    user, room = uid("user"), f"order:{uid()}"
+    staff = await clients.sio(node1.url, make_token(uid(), rooms=["order:*"]))
+    assert (await staff.call("join_room", room))["ok"] is True
+
+    async def say(text: str) -> str:
+        message_id = (await staff.call("room_message", {"room": room, "text": text}))["message_id"]
+        await staff.inbox.next("room_message", id=message_id)
+        return message_id
+
+    device = await clients.ws(node2.ws_url, make_token(user))
+    assert (await post(node1.url, "/api/rooms/join", {"user": user, "room": room}))[0] == 202
+    probe = await say("probe")
+    seen = await device.inbox.next("room_message", id=probe)
+    await device.close()
+    missed = await say("missed")
+    back = await ws_resume(clients, node1, make_token(user), welcome(device)["session"], seen["offset"])
+    assert welcome(back)["recovered"] is True
+    await back.inbox.next("room_message", id=missed)
+    await back.inbox.next("room_message", id=await say("live"))
+
+    # away again (now from node 1), the leave applied by node 1 itself, back on node 2
+    seen = back.inbox.of_type("room_message")[-1]
+    await back.close()
+    assert (await post(node1.url, "/api/rooms/leave", {"user": user, "room": room}))[0] == 202
+    await say("after the leave")
+    again = await ws_resume(clients, node2, make_token(user), welcome(back)["session"], seen["offset"])
+    assert welcome(again)["recovered"] is True
+    await say("still after")
+    await nothing_else([again], "room_message")
 
 
 BAD_BODIES = [
