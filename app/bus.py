@@ -39,7 +39,6 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -84,8 +83,6 @@ other nodes' messages for up to a minute after Redis is back."""
 CLOSE_TIMEOUT = 1.0
 HEARTBEAT = "heartbeat"
 
-Command = Callable[[dict[str, Any]], Awaitable[None]]
-
 
 class LinkLost(Exception):
     """The end-to-end check failed: this node's own heartbeat did not come back."""
@@ -127,25 +124,19 @@ class StreamManager(FanoutManager):
         self._task: asyncio.Task[None] | None = None
         self.linked = False
         """True while this node sees its own heartbeat come back through Redis."""
-        self.commands: dict[str, Command] = {
-            EMIT: self._on_emit,
-            "disconnect": self._on_disconnect,
-            "enter_room": self._on_enter_room,
-            "leave_room": self._on_leave_room,
-            HEARTBEAT: self._on_heartbeat,
-        }
+        self.commands.update(
+            {
+                EMIT: self._on_emit,
+                "disconnect": self._on_disconnect,
+                "enter_room": self._on_enter_room,
+                "leave_room": self._on_leave_room,
+                HEARTBEAT: self._on_heartbeat,
+            }
+        )
         """Command name -> handler, run on each node for each entry of that name (with the
         payload given to :meth:`publish`); add to it with :meth:`register`."""
 
     # -- public interface -------------------------------------------------------------------
-
-    def register(self, method: str, handler: Command) -> None:
-        """Add a cluster-wide command: ``handler(payload)`` runs on every node for each
-        :meth:`publish` of ``method``. Handlers must not raise for a payload they can ignore
-        (a failure is logged and counted in ``gateway_bus_dropped_total{reason="failed"}``)."""
-        if method in self.commands:
-            raise ValueError(f"bus command {method!r} is already registered")
-        self.commands[method] = handler
 
     async def publish(self, method: str, payload: dict[str, Any]) -> None:
         """Run a registered command on every node, this one included.

@@ -160,7 +160,9 @@ class FanoutManager(socketio.AsyncManager):
         self.commands: dict[str, Command] = {}
 
     def register(self, method: str, handler: Command) -> None:
-        """Add a command: ``handler(payload)`` runs for each :meth:`publish` of ``method``."""
+        """Add a command: ``handler(payload)`` runs (on every node) for each :meth:`publish` of
+        ``method``. Handlers must not raise for a payload they can ignore (on a cluster, a
+        failure is logged and counted in ``gateway_bus_dropped_total{reason="failed"}``)."""
         if method in self.commands:
             raise ValueError(f"command {method!r} is already registered")
         self.commands[method] = handler
