@@ -122,6 +122,7 @@ const ui = {
   userName: byTestId('user-name'),
   userSummary: byTestId('user-summary'),
   userConnections: byTestId('user-connections'),
+  userTable: byTestId('user-table'),
   disconnect: byTestId<HTMLButtonElement>('user-disconnect'),
   userMessage: byTestId('user-message'),
 };
@@ -376,6 +377,7 @@ async function lookUp(userId: string, session: number): Promise<void> {
     ),
   );
   ui.disconnect.hidden = count === 0;
+  ui.userTable.hidden = count === 0;
 }
 
 function since(timestamp: number): string {
@@ -413,7 +415,8 @@ async function disconnectClicked(): Promise<void> {
     await lookUp(userId, polling);
   } catch (error) {
     if (error instanceof ApiError && error.status === 404) {
-      showUserMessage(false, 'This gateway has no cluster-wide disconnect API (POST /api/disconnect answered 404).');
+      // the membership API, /api/disconnect included, exists only on a gateway with an API key
+      showUserMessage(false, 'Disconnecting needs the gateway to have an API_KEY (POST /api/disconnect answered 404).');
     } else if (error instanceof ApiError && error.status === 401) {
       showUserMessage(false, 'Disconnecting needs the API key: an ops token can only look (401).');
     } else if (error instanceof ApiError) {
