@@ -72,8 +72,11 @@ READ_TIMEOUT = 4.0
 """Socket timeout of the reader: ``READ_BLOCK_MS`` plus slack, so a read that gets no answer
 (half-open connection, frozen Redis) fails instead of hanging."""
 WRITE_TIMEOUT = 3.0
-READ_COUNT = 1000
+READ_COUNT = 256
 WRITE_BATCH = 1000
+WRITE_BATCH_BYTES = 1 << 20
+"""A batch is at most this many entries and (unless one entry alone is larger) bytes, so the
+backlog of an outage goes out in pipelines that each finish well within ``WRITE_TIMEOUT``."""
 TRIM_EVERY = 5
 """Heartbeats between two trims of the stream to its retention."""
 RETRY_FIRST = 0.5
@@ -244,7 +247,7 @@ class StreamManager(FanoutManager):
         """Write the outbox in order; an entry leaves it only once Redis confirmed it. A failure
         ends the link; the next one writes the same entries again (readers drop repeats)."""
         while True:
-            batch = await self.outbox.next_batch(WRITE_BATCH)
+            batch = await self.outbox.next_batch(WRITE_BATCH, WRITE_BATCH_BYTES)
             try:
                 async with client.pipeline(transaction=False) as pipe:
                     for pending in batch:

@@ -80,13 +80,23 @@ class Outbox:
         self._wake.set()
         return self._seq
 
-    async def next_batch(self, limit: int) -> list[Pending]:
-        """The oldest ``limit`` entries, waiting until there is one; they stay queued."""
+    async def next_batch(self, limit: int, max_bytes: int) -> list[Pending]:
+        """The oldest entries, at most ``limit`` of them and ``max_bytes`` (at least one entry),
+        waiting until there is one; they stay queued until :meth:`confirm`."""
         while not self._entries:
             self.idle.set()
             await self._wake.wait()
             self._wake.clear()
-        return list(itertools.islice(self._entries, limit))
+        if self._bytes <= max_bytes:  # the usual case: everything, cheaply
+            return list(itertools.islice(self._entries, limit))
+        batch: list[Pending] = []
+        size = 0
+        for pending in itertools.islice(self._entries, limit):
+            size += pending.size
+            if batch and size > max_bytes:
+                break
+            batch.append(pending)
+        return batch
 
     def confirm(self, count: int) -> None:
         """Redis has the oldest ``count`` entries (new ones are only ever appended on the right)."""
