@@ -199,7 +199,7 @@ async def settle_and_check(name: str, cluster: Cluster, fault_end: float, extra:
     assert heal < HEAL_BOUND
     for node in cluster.nodes:
         assert node.proc.poll() is None, node.log()[-3000:]
-    return {**figures, "acked": len(acked), "refused": len(refused), "heal": heal}
+    return {**figures, "acked": len(acked), "refused": len(refused), "heal": heal, "skipped": skipped}
 
 
 def senders(cluster: Cluster) -> dict[str, Any]:
@@ -243,6 +243,7 @@ async def test_redis_frozen(seconds, redis_server, gateway_factory, clients):
     redis_server.thaw()
     figures = await settle_and_check(f"redis SIGSTOP {seconds} s", cluster, time.monotonic())
     assert unready, "/readyz stayed 200 while Redis was frozen"
+    assert figures["skipped"] > 0, "no write was retried: the freeze did not exercise de-duplication"
     assert (figures["refused"] > 0) == (seconds > 10)
 
 
