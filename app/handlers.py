@@ -202,13 +202,26 @@ class ClientEvents:
         assert store is not None and journal is not None
         record = await store.load(pid)
         if record is None or record["user"] != user_id:
+            log.info("not recovered: no session %s of this user in Redis", str(pid)[:6])
             return None
         position = journal.remote_position(record, offset)  # type: ignore[attr-defined]
         if position is None:
+            log.info("not recovered: offset %r is not one of session %s", offset, str(pid)[:6])
             return None
-        if not await self.sio.manager.catch_up(position[0], record["origin"].encode(), position[1]):
+        covered = journal.covers(position[0])  # type: ignore[attr-defined]
+        # a node that started after the offset never reads the old node's earlier entries
+        if not await self.sio.manager.catch_up(position[0], record["origin"].encode(), position[1] if covered else 0):
+            log.info("not recovered: this node has not read the bus up to session %s's offset", str(pid)[:6])
             return None
-        return journal.remote_claim(record, position, sid)  # type: ignore[attr-defined]
+        prefetched = None
+        if not covered:
+            # this node started (or trimmed) after the offset: what it lacks is on the stream
+            upto = self.sio.manager._last_id
+            prefetched = None if upto is None else await store.read_stream(position[0], upto)
+            if prefetched is None:
+                log.info("not recovered: neither this node nor the bus holds all session %s missed", str(pid)[:6])
+                return None
+        return journal.remote_claim(record, position, sid, prefetched)  # type: ignore[attr-defined]
 
     async def connected(self, sid: str) -> None:
         """Called once the Socket.IO handshake completed: join the user's room, say welcome."""

@@ -35,7 +35,8 @@ import time
 from typing import Any
 
 from .bus import StreamManager, _stream_id
-from .bus_wire import FIELD_ORIGIN, FIELD_SEQ, redis_client
+from .bus_wire import FIELD_METHOD, FIELD_ORIGIN, FIELD_PAYLOAD, FIELD_SEQ, redis_client
+from .jsoncodec import dumps, loads
 from .recovery import Entry, Journal, Resumption, Session
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ CATCH_UP_POLL = 0.02
 OWN_IDS_KEPT = 200_000
 SESSION_PREFIX = "gateway:session:"
 STORE_TIMEOUT = 2.0
+STREAM_TIMEOUT = 5.0
+STREAM_MAX = 200_000
+"""Entries read from the stream for one recovery at most (a window of traffic); beyond: not recovered."""
 REFRESH_EVERY = 20.0
 
 
@@ -123,16 +127,31 @@ class RecoveringStreamManager(StreamManager):
         return _stream_id(self._last_id or b"0-0") >= stream_id
 
 
+Prefetched = tuple[bytes, list[Entry]]
+"""(the last stream id read, the emit entries after the session's offset up to it)."""
+
+
 class Remote:
-    """A session another node served: the bus position of its last offset and of its joins."""
+    """A session another node served: the bus position of its last offset and of its joins, and
+    (when this node's journal does not reach back that far) the entries read from the stream up
+    to ``upto``, after which the journal takes over."""
 
-    __slots__ = ("origin", "rooms", "seq", "stream_id")
+    __slots__ = ("origin", "prefetched", "rooms", "seq", "stream_id", "upto")
 
-    def __init__(self, origin: bytes, stream_id: tuple[int, int], seq: int, rooms: dict[str, tuple[Any, int]]) -> None:
+    def __init__(
+        self,
+        origin: bytes,
+        stream_id: tuple[int, int],
+        seq: int,
+        rooms: dict[str, tuple[Any, int]],
+        prefetched: Prefetched | None,
+    ) -> None:
         self.origin = origin
         self.stream_id = stream_id
         self.seq = seq
         self.rooms = rooms
+        self.upto = None if prefetched is None else _stream_id(prefetched[0])
+        self.prefetched = [] if prefetched is None else prefetched[1]
 
 
 def parse_cursor(text: str) -> tuple[tuple[int, int], int] | None:
@@ -177,13 +196,22 @@ class ClusterJournal(Journal):
         epoch, _, rest = offset.partition("-")
         return parse_cursor(rest.partition(".")[2]) if epoch == record["epoch"] else None
 
+    def covers(self, stream_id: tuple[int, int]) -> bool:
+        """Whether the journal holds every delivery after ``stream_id``."""
+        first = self.manager.first_read
+        return first is not None and stream_id >= max(self.floor, _stream_id(first))
+
     def remote_claim(
-        self, record: dict[str, Any], position: tuple[tuple[int, int], int], sid: str
+        self,
+        record: dict[str, Any],
+        position: tuple[tuple[int, int], int],
+        sid: str,
+        prefetched: Prefetched | None = None,
     ) -> Resumption | None:
         """The session of another node (its Redis ``record``) for the connection ``sid``, when this
-        node's journal holds everything the session missed after ``position``."""
-        first = self.manager.first_read
-        if first is None or position[0] < max(self.floor, _stream_id(first)):
+        node's journal holds everything the session missed after ``position`` (or after the end
+        of what was ``prefetched`` from the stream)."""
+        if not self.covers(position[0] if prefetched is None else _stream_id(prefetched[0])):
             return None  # this node did not see (or no longer keeps) all of what followed
         rooms = {}
         for room, value in record["rooms"].items():
@@ -195,34 +223,42 @@ class ClusterJournal(Journal):
         session.granted = record["granted"] & rooms.keys()
         resumed = self.adopt(session, sid)
         resumed.previous_sid = record.get("sid") or None
-        resumed.remote = Remote(record["origin"].encode(), position[0], position[1], rooms)
+        resumed.remote = Remote(record["origin"].encode(), position[0], position[1], rooms, prefetched)
+        if prefetched is not None:  # replayed with this node's offset of the moment of resumption
+            offset = self._tag(self.last_seq)[0]
+            resumed.remote.prefetched = [entry._replace(offset=offset) for entry in prefetched[1]]
         return resumed
 
     def missed(self, resumed: Resumption) -> list[Entry]:
         remote = resumed.remote
         if remote is None:
             return super().missed(resumed)
-        own, own_ids = self.manager._origin, self.manager.own_ids
+        own, own_ids, upto = self.manager._origin, self.manager.own_ids, remote.upto
 
-        def after(pos: Any, stream_id: tuple[int, int], seq: int) -> bool:
+        def after(pos: Any, stream_id: tuple[int, int], seq: int, floor: tuple[int, int] | None) -> bool:
+            """Not delivered by the old node by (stream_id, seq), nor part of what was read
+            from the stream up to ``floor``."""
             origin, number, entry_id = pos
-            if origin == remote.origin:
-                return number > seq
-            if origin == own:
-                entry_id = own_ids.get(number)
-                return entry_id is None or _stream_id(entry_id) > stream_id
-            return _stream_id(entry_id) > stream_id
+            entry_id = entry_id or (own_ids.get(number) if origin == own else None)
+            if entry_id is None:
+                return True  # this node's, not on the stream yet: the old node cannot have had it
+            position = _stream_id(entry_id)
+            if floor is not None and position <= floor:
+                return False
+            return number > seq if origin == remote.origin else position > stream_id
 
-        missed = []
-        for entry in self._entries:
+        def addressed(entry: Entry, floor: tuple[int, int] | None) -> bool:
             pos = entry.pos
-            if pos is None or not after(pos, remote.stream_id, remote.seq):
-                continue
+            if pos is None or not after(pos, remote.stream_id, remote.seq, floor):
+                return False
             room = entry.room
             targets = [None] if room is None else [room] if isinstance(room, str) else room
-            if any(r is None or (r in remote.rooms and after(pos, *remote.rooms[r])) for r in targets):
-                missed.append(entry)
-        return missed
+            return any(r is None or (r in remote.rooms and after(pos, *remote.rooms[r], floor)) for r in targets)
+
+        return [
+            *(entry for entry in remote.prefetched if addressed(entry, None)),
+            *(entry for entry in self._entries if addressed(entry, upto)),
+        ]
 
 
 class SessionStore:
@@ -230,6 +266,7 @@ class SessionStore:
 
     def __init__(self, url: str, window: float, journal: ClusterJournal) -> None:
         self.redis = redis_client(url, STORE_TIMEOUT, "gateway-sessions", decode_responses=True)
+        self.stream_reader = redis_client(url, STREAM_TIMEOUT, "gateway-recovery")
         self.window = window
         self.journal = journal
         self._live: set[str] = set()
@@ -291,6 +328,34 @@ class SessionStore:
         granted = {key[2:] for key in fields if key.startswith("g:")}
         return {**fields, "pid": pid, "rooms": rooms, "granted": granted}
 
+    async def read_stream(self, after: tuple[int, int], upto: bytes) -> Prefetched | None:
+        """The emit entries of the bus after ``after`` up to ``upto``, as journal entries; None
+        when Redis cannot say (unreachable) or no longer has them all (trimmed, or lost)."""
+        stream = self.journal.manager.stream
+        try:
+            first = await self.stream_reader.xrange(stream, count=1)
+            if not first or _stream_id(first[0][0]) > after:
+                return None
+            raw = await self.stream_reader.xrange(stream, min=f"({after[0]}-{after[1]}", max=upto, count=STREAM_MAX)
+        except Exception as exc:
+            log.warning("cannot read the bus stream for a recovery: %s", exc)
+            return None
+        if len(raw) >= STREAM_MAX:
+            return None
+        entries = []
+        for entry_id, fields in raw:
+            if fields.get(FIELD_METHOD) != b"emit":
+                continue
+            try:
+                payload = loads(fields[FIELD_PAYLOAD])
+                body = dumps([payload["event"], *payload["data"]])
+                pos = (fields[FIELD_ORIGIN], int(fields[FIELD_SEQ]), entry_id)
+            except (KeyError, TypeError, ValueError):
+                continue  # what the nodes dropped too
+            if payload.get("namespace", "/") == "/":
+                entries.append(Entry(0, 0.0, payload.get("room"), payload.get("skip_sid"), body, "", pos))
+        return upto, entries
+
     async def _write(self, pid: str, build: Any, live: bool = True) -> bool:
         key = SESSION_PREFIX + pid
         try:
@@ -339,5 +404,6 @@ class SessionStore:
     async def close(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
-        with contextlib.suppress(Exception):
-            await self.redis.aclose()
+        for client in (self.redis, self.stream_reader):
+            with contextlib.suppress(Exception):
+                await client.aclose()

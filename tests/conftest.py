@@ -78,11 +78,13 @@ class RedisServer:
     With ``appendonly=True`` it keeps an append-only file in ``data_dir`` (a fresh temporary
     directory by default), so a restart after ``kill()`` finds the data again."""
 
-    def __init__(self, appendonly: bool = False, data_dir: Path | None = None) -> None:
+    def __init__(self, appendonly: bool = False, data_dir: Path | None = None, fsync: str = "everysec") -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
         self.appendonly = appendonly
+        self.fsync = fsync
+        """``appendfsync``: ``always`` loses nothing Redis confirmed when it is SIGKILLed."""
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="redis-"))
 
     def start(self) -> None:
@@ -99,6 +101,8 @@ class RedisServer:
                 "",
                 "--appendonly",
                 "yes" if self.appendonly else "no",
+                "--appendfsync",
+                self.fsync,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -138,3 +138,25 @@ async def test_a_session_moves_to_the_other_node_and_back(nodes, redis_server, c
     assert welcome(third)["recovered"] is True
     assert (await third.inbox.next("room_message"))["id"] == missed
     assert await third.inbox.quiet("room_message") == []
+
+
+async def test_ws_resumes_on_its_restarted_node_from_the_bus_stream(nodes, redis_server, clients):
+    """The node was SIGKILLed and started again: its journal is empty, the stream still has what
+    the client missed (sent through the other node while it was down, and after)."""
+    await wait_subscribed(redis_server.url, 2)
+    user, room = uid("user"), uid("room")
+    sender = await clients.sio(nodes[1].url, make_token(uid()))
+    await join(sender, room)
+    first = await clients.ws(nodes[0].ws_url, make_token(user))
+    await join(first, room)
+    seen = await first.inbox.next("room_message", id=await room_text(sender, room, "seen"))
+    nodes[0].kill()
+    missed = [await room_text(sender, room, "while down")]
+    nodes[0].start()
+    await wait_subscribed(redis_server.url, 2)
+    missed.append(await room_text(sender, room, "after the restart"))
+    second = await ws_resume(clients, nodes[0], make_token(user), welcome(first)["session"], seen["offset"])
+    assert welcome(second)["recovered"] is True
+    live = await room_text(sender, room, "live")
+    await second.inbox.next("room_message", id=live)
+    assert [e["id"] for e in stream(second)] == [*missed, live]
