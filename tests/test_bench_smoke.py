@@ -28,6 +28,10 @@ RATE_CASES = {"rooms-rate", "fanout-rate-20"}  # fixed rate, half Node's saturat
 EXPECTED_CASES = FANOUT_CASES | RATE_CASES | {"connect-20", "ping", "ack", "rooms"}
 GATEWAY_ONLY = {"storm-all", "storm-watchers"}  # connect storms, --presence-announce all / watchers
 SERVERS = [k for k in ("node", "vanilla", "gateway") if KINDS[k].available()]
+REORDERS = {("vanilla", "cluster")}
+"""python-socketio's own Redis manager starts a task per message it receives, so under load a
+two-node run of the vanilla reference can deliver out of order: the report shows it, the bench
+does not fail on it. Every other server and case must be exact."""
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +74,8 @@ def test_fanout_delivers_everything_once_in_order(smoke, case):
             continue
         assert r["members"] == 20 and r["messages"] == 50, (server, r)
         assert r["delivered"] == 20 * 50, (server, r)
-        assert (r["lost"], r["duplicated"], r["out_of_order"], r["malformed"]) == (0, 0, 0, 0), (server, r)
+        assert (r["lost"], r["duplicated"], r["malformed"]) == (0, 0, 0), (server, r)
+        assert (server, case) in REORDERS or r["out_of_order"] == 0, (server, r)
         assert r["msgs_per_s"] > 0 and r["p50_ms"] <= r["p99_ms"], (server, r)
     if case == "mixed":
         node = dict(results(data, case))["node"]
@@ -147,4 +152,5 @@ def test_report_tables_are_well_formed(smoke):
             if throughput and "0%" not in row[11].split(" + "):
                 assert re.fullmatch(r"[\d,.]+", row[4]), row
         if ("delivered msgs/s" in row[0] or "fixed rate" in row[0]) and not row[2].startswith("n/a"):
-            assert row[8:11] == ["0", "0", "yes"], row
+            reorders = row[1] == KINDS["vanilla"].label and row[0].startswith("2 nodes")
+            assert row[8:10] == ["0", "0"] and (row[10] == "yes" or reorders), row
