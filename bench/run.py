@@ -83,6 +83,12 @@ def parse_args(argv=None):
         help="fan-out with the stock socket.io-client (cross-check); 0 skips it",
     )
     p.add_argument(
+        "--polling-clients",
+        type=int,
+        default=1000,
+        help="fan-out to clients on Engine.IO long-polling (never upgrading); 0 skips it",
+    )
+    p.add_argument(
         "--users",
         type=int,
         default=1,
@@ -114,7 +120,7 @@ def parse_args(argv=None):
     opts = p.parse_args(argv)
     if opts.smoke:
         opts.runs, opts.clients, opts.messages = 1, [20], 50
-        opts.mixed_clients = opts.cluster_clients = opts.stock_clients = 20
+        opts.mixed_clients = opts.cluster_clients = opts.stock_clients = opts.polling_clients = 20
         opts.connect_clients, opts.ping_clients, opts.ping_seconds = [20], 20, 0.5
         opts.rooms_clients, opts.room_size, opts.rooms_messages, opts.latency_seconds = 20, 5, 3, 0.5
         opts.storm_clients = opts.watch_storm_clients = 20

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(
     not (shutil.which("node") and shutil.which("npm")), reason="the bench needs Node.js and npm"
 )
 
-FANOUT_CASES = {"fanout-20", "mixed", "stock", "cluster"}
+FANOUT_CASES = {"fanout-20", "mixed", "stock", "polling", "cluster"}
 RATE_CASES = {"rooms-rate", "fanout-rate-20"}  # fixed rate, half Node's saturation in the run
 EXPECTED_CASES = FANOUT_CASES | RATE_CASES | {"connect-20", "ping", "ack", "rooms"}
 GATEWAY_ONLY = {"storm-all", "storm-watchers"}  # connect storms, --presence-announce all / watchers

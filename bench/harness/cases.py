@@ -180,6 +180,17 @@ def build_cases(opts):
                 env={"PRESENCE_ANNOUNCE": "watchers"},
             )
         )
+    if opts.polling_clients:
+        n = opts.polling_clients
+        m = messages_for(n, opts, share=0.25)  # every batch costs a poll round trip: a quarter of the work
+        cases.append(
+            Case(
+                "polling",
+                "fanout",
+                {"clients": n, "messages": m, "client": "polling"},
+                fanout_rows(f"fan-out {k(n)} x {m}, long-polling clients"),
+            )
+        )
     if opts.cluster_clients:
         n = opts.cluster_clients
         m = messages_for(n, opts)

@@ -8,8 +8,10 @@
 //
 // MinimalClient speaks Engine.IO v4 / Socket.IO v4 itself over a bare WebSocket (wire.mjs): it is
 // cheap enough that one Node process can hold thousands of connections and out-run a fast
-// server. StockClient is the real socket.io-client, only for cross-checks. PlainWsClient talks
-// to the gateway's plain-WebSocket endpoint /ws.
+// server. PollingClient is the same client on Engine.IO's HTTP long-polling transport (never
+// upgrading). StockClient is the real socket.io-client, only for cross-checks. PlainWsClient
+// talks to the gateway's plain-WebSocket endpoint /ws.
+import http from 'node:http';
 import { io as ioStock } from 'socket.io-client';
 import { RawWebSocket } from './wire.mjs';
 
@@ -60,6 +62,12 @@ export class MinimalClient {
   static open(baseUrl, token, hooks, { deflate = true, timeoutMs = 15000 } = {}) {
     const c = new MinimalClient(hooks);
     c.ws = new RawWebSocket((buf) => c.onFrame(buf, token), () => c.onClose());
+    return c.connectVia(() => c.ws.open(wsUrl(baseUrl, '/socket.io/?EIO=4&transport=websocket'), { deflate }), timeoutMs);
+  }
+
+  // Resolves once both the CONNECT answer and "welcome" arrived, after `start` opened the transport.
+  connectVia(start, timeoutMs) {
+    const c = this;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => { c.close(); reject(new Error('connect timeout')); }, timeoutMs);
       // Socket.IO's CONNECT ack and our "welcome" event may come in either order.
@@ -70,8 +78,7 @@ export class MinimalClient {
         if (step === 'connect') acked = true; else welcomed = true;
         if (acked && welcomed) { clearTimeout(timer); c.onConnectStep = null; resolve(c); }
       };
-      c.ws.open(wsUrl(baseUrl, '/socket.io/?EIO=4&transport=websocket'), { deflate })
-        .catch((err) => c.onConnectStep?.(null, err));
+      start().catch((err) => c.onConnectStep?.(null, err));
     });
   }
 
@@ -126,6 +133,90 @@ export class MinimalClient {
 
   close() {
     this.ws.close();
+  }
+}
+
+// Keep-alive connections, as many as the clients need (each: one poll waiting, one send at most).
+const pollAgent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
+
+function httpRequest(url, method, body) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, agent: pollAgent, headers: { 'Content-Type': 'text/plain;charset=UTF-8' } },
+      (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks) }));
+        res.on('error', reject);
+      });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+// The Engine.IO long-polling transport behind MinimalClient's `ws` interface (send, close): a
+// GET loop feeding each packet of a payload to onFrame, POSTs one at a time (packets sent while
+// one is in flight leave together in the next, as Engine.IO clients do).
+class PollingTransport {
+  constructor(onFrame, onClose) { Object.assign(this, { onFrame, onClose, queue: [], posting: false, closed: false }); }
+
+  async open(baseUrl) {
+    const base = new URL('/socket.io/?EIO=4&transport=polling', baseUrl).toString();
+    const { status, body } = await httpRequest(base, 'GET');
+    if (status !== 200) throw new Error(`handshake: HTTP ${status}`);
+    this.url = `${base}&sid=${JSON.parse(body.toString('utf8', 1)).sid}`;
+    this.onFrame(body);
+    this.pollLoop();
+  }
+
+  async pollLoop() {
+    while (!this.closed) {
+      let res;
+      try { res = await httpRequest(this.url, 'GET'); } catch { res = { status: 0 }; }
+      if (res.status !== 200) { this.close(); return; }
+      const payload = res.body;
+      for (let start = 0; start < payload.length;) {
+        let end = payload.indexOf(0x1e, start);
+        if (end < 0) end = payload.length;
+        const packet = payload.subarray(start, end);
+        if (packet[0] === 49 /* '1' close */) { this.close(); return; }
+        if (packet[0] !== 54 /* '6' noop */) this.onFrame(packet);
+        start = end + 1;
+      }
+    }
+  }
+
+  send(text) {
+    this.queue.push(text);
+    if (!this.posting) this.flush();
+  }
+
+  async flush() {
+    this.posting = true;
+    while (this.queue.length && !this.closed) {
+      const body = this.queue.join('\x1e');
+      this.queue = [];
+      try { await httpRequest(this.url, 'POST', body); } catch { this.close(); }
+    }
+    this.posting = false;
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    this.onClose();
+  }
+}
+
+export class PollingClient extends MinimalClient {
+  static open(baseUrl, token, hooks, { timeoutMs = 15000 } = {}) {
+    const c = new PollingClient(hooks);
+    c.ws = new PollingTransport((buf) => c.onFrame(buf, token), () => c.onClose());
+    return c.connectVia(() => c.ws.open(baseUrl), timeoutMs);
+  }
+
+  close() {
+    if (!this.ws.closed && this.ws.url) this.ws.send('1');
+    this.ws.closed = true;
   }
 }
 
@@ -194,4 +285,4 @@ export class StockClient {
   close() { this.socket.disconnect(); }
 }
 
-export const CLIENTS = { minimal: MinimalClient, stock: StockClient, ws: PlainWsClient };
+export const CLIENTS = { minimal: MinimalClient, polling: PollingClient, stock: StockClient, ws: PlainWsClient };

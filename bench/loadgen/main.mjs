@@ -2,7 +2,7 @@
 // Load generator entry point: runs one scenario and prints its results as one JSON line.
 //
 //   node bench/loadgen/main.mjs --scenario fanout --url http://127.0.0.1:9000 --clients 1000 \
-//        --messages 200 --secret S [--pids 1234] [--client minimal|stock] [--ws-share 0.5]
+//        --messages 200 --secret S [--pids 1234] [--client minimal|polling|stock] [--ws-share 0.5]
 //
 // Scenarios: fanout (also mixed with --ws-share, and cluster with several --url; --rate R: R messages/s,
 // open loop, instead of --window), rooms (--clients N in rooms of --room-size, every client sending;
