@@ -81,6 +81,29 @@ async def test_nodes_rooms_and_users_are_gathered_from_every_node(ops_cluster, c
     assert (nobody["online"], nobody["connections"], nobody["user_name"]) == (False, [], None)
 
 
+async def test_rooms_a_back_end_joined_a_user_to_show_on_every_node(ops_cluster, clients):
+    """Server-side membership (``POST /api/rooms/join``) is part of what the operator sees."""
+    one, two = ops_cluster
+    dave, order = uid("dave"), uid("order")
+    for node in (one, two):
+        await clients.sio(node.url, make_token(dave, "Dave"))
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{one.url}/api/rooms/join", json={"user": dave, "room": order}, headers=AUTH) as answer,
+    ):
+        assert answer.status == 202, await answer.text()
+    deadline = time.monotonic() + 10
+    while True:  # the join reaches the other node through the cluster bus
+        rooms = {r["room"]: r for r in (await get(f"{two.url}/api/ops/rooms?prefix={order}"))["rooms"]}
+        if rooms.get(order, {}).get("members") == 2:
+            break
+        assert time.monotonic() < deadline, rooms
+        await asyncio.sleep(0.1)
+    assert rooms[order]["nodes"] == 2
+    user = await get(f"{two.url}/api/ops/users/{dave}")
+    assert [c["rooms"] for c in user["connections"]] == [[order], [order]]
+
+
 async def test_a_node_that_does_not_answer_is_reported_missing(ops_cluster):
     one, two = ops_cluster
     two.signal(signal.SIGSTOP)
