@@ -76,6 +76,24 @@ test('a dropped RealtimeClient resumes: rooms kept, missed messages once and in 
   assert.equal(rejoins, 0);
 });
 
+test('a long-polling RealtimeClient resumes too', async () => {
+  const alice = await proxied.connected('rec-polly', { transports: ['polling'] });
+  const bob = await direct.connected('rec-pete');
+  await alice.joinRoom('rec-polling');
+  await bob.joinRoom('rec-polling');
+  const inbox = new Inbox(alice, 'room_message');
+  await bob.sendToRoom('rec-polling', 'before');
+  await inbox.waitFor(1);
+  const recovered = await dropDuring(alice, async () => {
+    for (const text of ['one', 'two']) await bob.sendToRoom('rec-polling', text);
+  });
+  assert.equal(recovered, true);
+  await inbox.waitFor(3);
+  await bob.sendToRoom('rec-polling', 'after');
+  await inbox.waitFor(4);
+  assert.deepEqual(inbox.texts(), ['before', 'one', 'two', 'after']);
+});
+
 test('after a gateway restart the session is gone: recovery false, rooms joined again', async () => {
   const alice = await direct.connected('rec-carol');
   await alice.joinRoom('rec-restart');
