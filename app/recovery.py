@@ -31,12 +31,16 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 SEQ_WIDTH = 12
+"""Hex digits of an offset's sequence number (the literal 12 in ``_tag``'s format, for speed)."""
 JOURNAL_MAX_ENTRIES = 200_000
 """Beyond this the oldest entries go even inside the window (memory bound); a client whose
 offset is older then recovers ``false`` instead of silently missing messages."""
 JOURNAL_GRACE = 2.0
 """The journal keeps entries this many windows long: a client's last offset predates its
 disconnect by up to a heartbeat timeout (a black-holed connection is noticed late)."""
+
+
+TRIM_EVERY_MASK = 0xFF
 
 
 class Entry(NamedTuple):
@@ -49,6 +53,12 @@ class Entry(NamedTuple):
     body: str  # the JSON of [event, *args], without the offset
     offset: str
     pos: Any = None  # in a cluster: where the message is on the bus (see recovery_cluster)
+
+
+_new_entry = tuple.__new__
+"""``_new_entry(Entry, fields)``: an Entry without NamedTuple's keyword-handling constructor (the
+hot path)."""
+_monotonic = time.monotonic
 
 
 @dataclass(eq=False, slots=True)
@@ -87,7 +97,7 @@ class Journal:
         self.tag_frames = tag_frames
         """Whether frames carry their offset (off when recovery is disabled but history is on)."""
         self.epoch = os.urandom(4).hex()
-        self._seq = itertools.count(1)
+        self._prefix = f"{self.epoch}-"
         self.last_seq = 0
         self._entries: collections.deque[Entry] = collections.deque()
         self._keep = max(window * JOURNAL_GRACE, 1.0)
@@ -100,20 +110,25 @@ class Journal:
     def record(self, room: Any, skip: Any, body: str) -> str:
         """Give the next message its offset and keep it for the window (the hot path: no lookup,
         one append, and trimming that touches only what expired)."""
-        seq = self.last_seq = next(self._seq)
+        seq = self.last_seq = self.last_seq + 1
         offset, pos = self._tag(seq)
         if self.window > 0:
-            now = time.monotonic()
-            entries = self._entries
-            entries.append(Entry(seq, now, room, skip, body, offset, pos))
-            limit = now - self._keep
-            while entries[0].at < limit or len(entries) > JOURNAL_MAX_ENTRIES:
-                self._trimmed(entries.popleft())
+            self._entries.append(_new_entry(Entry, (seq, _monotonic(), room, skip, body, offset, pos)))
+            if not seq & TRIM_EVERY_MASK:
+                self._trim()
         return offset
+
+    def _trim(self) -> None:
+        """Drop what is past the time kept or beyond the size bound (run every few hundred
+        messages: the bounds are exceeded by that many at most)."""
+        entries = self._entries
+        limit = _monotonic() - self._keep
+        while entries and (entries[0].at < limit or len(entries) > JOURNAL_MAX_ENTRIES):
+            self._trimmed(entries.popleft())
 
     def _tag(self, seq: int) -> tuple[str, Any]:
         """The offset of the message numbered ``seq``, and its bus position (none on one node)."""
-        return f"{self.epoch}-{seq:0{SEQ_WIDTH}x}", None
+        return f"{self._prefix}{seq:012x}", None
 
     def _trimmed(self, entry: Entry) -> None:
         """An entry left the journal (a subclass keeps track of what is no longer covered)."""

@@ -177,7 +177,7 @@ class ClusterJournal(Journal):
         pos = manager.position
         if pos is OWN:
             pos = (manager._origin, manager.last_seq, None)
-        return f"{self.epoch}-{seq:012x}.{manager.cursor()}", pos
+        return f"{self._prefix}{seq:012x}.{manager.cursor()}", pos
 
     def _trimmed(self, entry: Entry) -> None:
         if entry.pos is not None:
