@@ -259,6 +259,10 @@ class PollingSocket:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
+            except asyncio.CancelledError:  # aiohttp gave up the request: the client left
+                self._waiter = None
+                self.end(self.sio.reason.TRANSPORT_CLOSE, CLOSE, linger=False)
+                raise
             finally:
                 self._waiter = None
         payload = self._take() or NOOP
