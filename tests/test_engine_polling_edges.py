@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import aiohttp
 import pytest
 from conftest import make_token, uid
+from realtime_gateway import engine_ws
 from realtime_gateway.appkeys import SIO_KEY
 from test_engine_polling import Polling, start
 from test_polling_clients import status_of
@@ -115,3 +116,27 @@ async def test_a_websocket_only_node_refuses_long_polling():
                 assert (await ws.receive(timeout=10)).data.startswith("40{")
     finally:
         await server.close()
+
+
+async def test_an_upgrade_that_never_probes_is_closed_and_polling_goes_on(server, monkeypatch):
+    monkeypatch.setattr(engine_ws, "UPGRADE_TIMEOUT", 0.3)
+    async with aiohttp.ClientSession() as http:
+        session = Polling(http, server)
+        await session.open()
+        await session.connect()
+        async with http.ws_connect(session.ws_url) as ws:  # opens, then says nothing
+            assert (await ws.receive(timeout=10)).type == aiohttp.WSMsgType.CLOSE
+        assert await session.post('421["ping"]') == (200, "ok")
+        await session.until("431[")
+        async with http.ws_connect(session.ws_url) as ws:  # a later upgrade still works
+            await ws.send_str("2probe")
+            assert (await ws.receive(timeout=10)).data == "3probe"
+            await ws.send_str("5")
+            # the upgraded session has the WebSocket heartbeat: pings, and pongs keep it open
+            for _ in range(3):
+                while (await ws.receive(timeout=10)).data != "2":
+                    pass
+                await ws.send_str("3")
+            await ws.send_str('422["ping"]')
+            while not (await ws.receive(timeout=10)).data.startswith("432["):
+                pass
