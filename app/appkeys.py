@@ -8,9 +8,11 @@ from aiohttp import web
 from .config import Settings
 from .emitter import InProcessEmitter
 from .handlers import ClientEvents
+from .limits import ConnectionLimits
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 SIO_KEY = web.AppKey("sio", socketio.AsyncServer)
 EVENTS_KEY = web.AppKey("events", ClientEvents)
 EMITTER_KEY = web.AppKey("emitter", InProcessEmitter)
 """Send to clients from code inside the gateway: the same operations as :class:`realtime_gateway.Emitter`."""
+LIMITS_KEY = web.AppKey("limits", ConnectionLimits)

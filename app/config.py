@@ -82,6 +82,9 @@ class Settings:
     outbox_max_age: float = 30.0
     ws_compression: bool = False
     send_buffer_limit: int = 1 << 20
+    max_connections: int = 0
+    max_connections_per_ip: int = 1000
+    max_connections_per_user: int = 50
     transports: list[str] = field(default_factory=lambda: ["polling", "websocket"])
     workers: int = 1
     recovery_window: float = 120.0
@@ -160,6 +163,10 @@ class Settings:
             raise ConfigError("--outbox-max-bytes must be at least --max-message-bytes and --outbox-max-age > 0")
         if self.send_buffer_limit < 64 * 1024:
             raise ConfigError("--max-send-buffer must be at least 65536 bytes")
+        if min(self.max_connections, self.max_connections_per_ip, self.max_connections_per_user) < 0:
+            raise ConfigError(
+                "--max-connections, --max-connections-per-ip and --max-connections-per-user must be >= 0 (0: unlimited)"
+            )
         if self.workers < 1:
             raise ConfigError("--workers must be at least 1")
         if self.workers > 1:
@@ -279,7 +286,7 @@ OPTIONS = (
         "CONNECT_TIMEOUT",
         "connect_timeout",
         float,
-        "Socket.IO: close a WebSocket that has not connected to a namespace after this many seconds",
+        "close a session that has not connected to a Socket.IO namespace after this many seconds",
     ),
     Option("--max-rooms", "MAX_ROOMS", "max_rooms_per_connection", int, "rooms one connection may join"),
     Option("--rate-limit", "RATE_LIMIT", "rate_limit", float, "client messages per second per connection, sustained"),
@@ -339,6 +346,27 @@ OPTIONS = (
         "send_buffer_limit",
         int,
         "bytes that may wait for one slow client before it is disconnected",
+    ),
+    Option(
+        "--max-connections",
+        "MAX_CONNECTIONS",
+        "max_connections",
+        int,
+        "sessions this node accepts, all transports; more get 503 (0: unlimited)",
+    ),
+    Option(
+        "--max-connections-per-ip",
+        "MAX_CONNECTIONS_PER_IP",
+        "max_connections_per_ip",
+        int,
+        "sessions from one client address; more get 429 (0: unlimited; behind a proxy, all share its address)",
+    ),
+    Option(
+        "--max-connections-per-user",
+        "MAX_CONNECTIONS_PER_USER",
+        "max_connections_per_user",
+        int,
+        "connections of one user on this node; more get 429 (0: unlimited)",
     ),
     Option(
         "--workers",

@@ -7,7 +7,8 @@ one (:mod:`realtime_gateway.engine_ws`), or a long-polling request
 (:mod:`realtime_gateway.engine_polling`). Requests the protocol refuses get 400 with the
 gateway's error body (clients only look at the status), never aiohttp's 405. CORS follows
 ``--cors-origins``: an allowed ``Origin`` is echoed with credentials allowed, any other is
-refused with 400, preflights (``OPTIONS``) are answered here.
+refused with 400, preflights (``OPTIONS``) are answered here. A handshake is counted against the
+connection limits first (:func:`realtime_gateway.ws_session.admit`: 429 or 503 when refused).
 
 python-engineio is not on this path: python-socketio's ``AsyncServer`` still creates its
 Engine.IO server object, and the gateway uses it only as the session registry
@@ -23,7 +24,7 @@ from .config import Settings
 from .engine_polling import PollingSocket
 from .engine_ws import EngineSocket, arm_connect_timeout, refuse_websocket
 from .http_errors import ENGINE_IO_PATH, error_response
-from .ws_session import minimal_environ
+from .ws_session import admit, minimal_environ
 
 TRANSPORTS = ("polling", "websocket")
 
@@ -72,6 +73,9 @@ async def _dispatch(request: web.Request, settings: Settings) -> web.StreamRespo
         environ = minimal_environ(request)
         if websocket:
             return await EngineSocket.accept(request, sio, environ)
+        refusal = admit(request, environ)  # connection limits (WebSocket sessions: in accept)
+        if refusal is not None:
+            return refusal
         polling = PollingSocket(sio, settings)
         response = await polling.open(environ, ["websocket"] if "websocket" in settings.transports else [])
         arm_connect_timeout(polling)

@@ -44,8 +44,10 @@ from engineio import packet as eio_packet
 
 from .config import Settings
 from .fanout import HARD_LIMIT_FACTOR
+from .handlers import BUCKET_ENVIRON_KEY
 from .http_errors import error_response
 from .jsoncodec import dumps
+from .ratelimit import TokenBucket
 
 if TYPE_CHECKING:
     from .engine_ws import EngineSocket
@@ -91,6 +93,7 @@ class PollingSocket:
         "_pong_timer",
         "_posting",
         "_waiter",
+        "bucket",
         "closed",
         "closing",
         "connect_timer",
@@ -117,6 +120,7 @@ class PollingSocket:
         self.probing = False
         """That WebSocket answered the probe: polls are answered at once, so the client can pause."""
         self.connect_timer: asyncio.TimerHandle | None = None
+        self.bucket = TokenBucket(settings.rate_limit, settings.rate_burst)
         self._buffer: list[str | bytes] = []
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -175,6 +179,7 @@ class PollingSocket:
     async def open(self, environ: dict[str, Any], upgrades: list[str]) -> web.Response:
         """Register with python-socketio and answer the handshake ``GET``."""
         self.sio.eio.sockets[self.sid] = self
+        environ[BUCKET_ENVIRON_KEY] = self.bucket  # the connection's events share it
         await self.sio._handle_eio_connect(self.sid, environ)
         self._schedule_ping()
         return text_response(handshake(self.sid, self.settings, upgrades))
@@ -301,6 +306,13 @@ class PollingSocket:
         kind = packet[:1]
         if self.closing:
             return
+        # every packet costs a token, as every frame does on a WebSocket (ratelimit.TokenBucket)
+        self.bucket.charge()
+        await self._handle(packet, kind)
+        if self.bucket.settle():
+            raise PayloadError("rate limit exceeded")
+
+    async def _handle(self, packet: str, kind: str) -> None:
         try:
             if kind == MESSAGE:
                 await self.sio._handle_eio_message(self.sid, packet[1:])
@@ -344,6 +356,7 @@ class PollingSocket:
         self.closing = self.closed = True
         self.sio.eio.sockets[self.sid] = successor
         successor.session = self.session
+        successor.bucket = self.bucket  # the one the connection's events are charged to
         successor.connect_timer, self.connect_timer = self.connect_timer, None
         for item in self._buffer:
             if isinstance(item, str):

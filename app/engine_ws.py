@@ -69,17 +69,13 @@ class EngineSocket(SessionSocket):
         arm_connect_timeout(self)
         return True
 
-    def close_unconnected(self) -> None:
-        self.shutdown(WSCloseCode.POLICY_VIOLATION, "no Socket.IO connect in time")
-
     async def on_message(self, msg: WSMessage) -> None:
-        if msg.type == WSMsgType.BINARY:
-            await self.sio._handle_eio_message(self.sid, msg.data)
-            return
-        data: str = msg.data
+        data: str | bytes = msg.data
         kind = data[:1]
         try:
-            if kind == _MESSAGE:
+            if msg.type == WSMsgType.BINARY:  # refused by the gateway's server: its events are JSON
+                await self.sio._handle_eio_message(self.sid, data)
+            elif kind == _MESSAGE:
                 await self.sio._handle_eio_message(self.sid, data[1:])
             elif kind == _PING:  # a client may probe us too
                 self.push_text(_PONG + data[1:])
@@ -124,7 +120,7 @@ class EngineSocket(SessionSocket):
         return msg.type == WSMsgType.TEXT and msg.data == _UPGRADE
 
 
-def arm_connect_timeout(sock: EngineSocket | PollingSocket) -> None:
+def arm_connect_timeout(sock: SessionSocket | PollingSocket) -> None:
     """Close the session if no Socket.IO CONNECT arrives within ``--connect-timeout``."""
     sockets = sock.sio.eio.sockets
     sock.connect_timer = asyncio.get_running_loop().call_later(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import time
 import unicodedata
 from typing import Any
@@ -20,6 +21,11 @@ Envelope = dict[str, Any]
 OPTIONAL_FIELDS = ("from", "from_name", "room", "to")
 USER_ROOM_PREFIX = "user:"
 MAX_ROOM_NAME = 128
+SID_SHAPED = re.compile(r"[A-Za-z0-9+/]{20}")
+"""What python-engineio's ids look like (base64 of 15 bytes). python-socketio keeps every
+connection in a room named by its sid and refuses to let others join it; refusing every name of
+that shape, rather than only live sids, keeps the answer from telling which sids exist."""
+SID_ROOM_MESSAGE = "room names of 20 base64 characters are reserved for connection ids"
 
 BAD_REQUEST = 400
 UNAUTHORIZED = 401
@@ -109,6 +115,8 @@ def validate_room_name(room: Any, *, joining: bool = False) -> str:
         raise ProtocolError(BAD_REQUEST, "room name must not contain control characters")
     if joining and room.startswith(USER_ROOM_PREFIX):
         raise ProtocolError(FORBIDDEN, f"rooms starting with '{USER_ROOM_PREFIX}' are reserved")
+    if joining and SID_SHAPED.fullmatch(room):
+        raise ProtocolError(FORBIDDEN, SID_ROOM_MESSAGE)
     return room
 
 

@@ -4,7 +4,7 @@ A token is verified once, at connect; without this module a connection would out
 token indefinitely. :class:`TokenGuard` (a connection listener) arms a timer at each token's
 ``exp`` (plus ``--jwt-leeway``) and closes connections whose token id (``jti``) has been
 revoked, sending the error envelope ``{"code": 401, "message": "token expired" | "token
-revoked"}`` first.
+revoked"}`` first; the WebSocket (or polling session) is closed with it, code 1008.
 
 Revoked ids live in a :class:`RevocationStore`: a Redis sorted set shared by the cluster, or a
 dict for a single node. Each node keeps a copy of the live revocations, so checking a token at
@@ -26,10 +26,12 @@ import uuid
 from typing import Protocol
 
 import redis.asyncio as redis
+from aiohttp import WSCloseCode
 
 from .auth import AuthError, Identity
 from .envelope import make_envelope
 from .handlers import ClientEvents, Connection
+from .ws_session import close_session
 
 log = logging.getLogger(__name__)
 
@@ -179,9 +181,13 @@ class TokenGuard:
             message,
             extra={"event": "token_close", "sid": sid, "user_id": connection.identity.user_id, "reason": message},
         )
+        sio = self.events.sio
+        eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
         with contextlib.suppress(Exception):  # the client may already be gone
             await self.events.emit(make_envelope("error", AuthError(message).as_dict()), to=sid, local=True)
-        await self.events.sio.disconnect(sid)
+        await sio.disconnect(sid)
+        if eio_sid is not None:  # the transport too: a session without a namespace is no use
+            await close_session(sio, eio_sid, WSCloseCode.POLICY_VIOLATION, message)
 
     async def _close_revoked(self) -> None:
         revoked = [

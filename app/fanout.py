@@ -26,8 +26,11 @@ pinned in pyproject.toml.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import struct
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -45,6 +48,8 @@ Command = Callable[[dict[str, Any]], Awaitable[None]]
 
 SLOW_CLIENT_GRACE = 5.0
 HARD_LIMIT_FACTOR = 4
+CLOSE_TIMEOUT = 3.0
+"""Seconds a peer has to answer the close frame before its TCP connection is reset."""
 
 
 def text_frame(payload: bytes, opcode: int = 0x1) -> bytes:
@@ -60,11 +65,25 @@ def text_frame(payload: bytes, opcode: int = 0x1) -> bytes:
 
 
 class _FlushScheduler:
-    """Flushes every writer that received frames, once per event-loop iteration."""
+    """Flushes every writer that received frames, once per event-loop iteration.
+
+    One per event loop (:meth:`of_running_loop`): a loop that stops with a flush pending leaves
+    its own scheduler marked, never the next loop's."""
+
+    __slots__ = ("dirty", "scheduled")
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _FlushScheduler] = weakref.WeakKeyDictionary()
 
     def __init__(self) -> None:
         self.dirty: list[FrameWriter] = []
         self.scheduled = False
+
+    @classmethod
+    def of_running_loop(cls) -> _FlushScheduler:
+        loop = asyncio.get_running_loop()
+        scheduler = cls._by_loop.get(loop)
+        if scheduler is None:
+            scheduler = cls._by_loop[loop] = cls()
+        return scheduler
 
     def mark(self, writer: FrameWriter) -> None:
         self.dirty.append(writer)
@@ -79,38 +98,51 @@ class _FlushScheduler:
             writer.flush()
 
 
-_scheduler = _FlushScheduler()
+def close_frame(code: int, reason: str) -> bytes:
+    """A WebSocket close frame; the reason is cut to fit the 125-byte control-frame payload."""
+    return text_frame(struct.pack("!H", code) + reason.encode()[:123], opcode=0x8)
+
+
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, drops the send queue
 
 
 class FrameWriter:
-    """Ordered, coalesced, bounded writes of ready-made WebSocket frames to one transport.
+    """Ordered, coalesced, bounded writes of ready-made WebSocket frames to one transport, and
+    the end of that transport.
 
     The bound is on what the kernel did not take (the transport's user-space buffer). A burst
     may exceed ``limit`` for up to ``SLOW_CLIENT_GRACE`` seconds, so a client that is momentarily
     busy survives; one that stays behind, or exceeds ``HARD_LIMIT_FACTOR * limit`` at any time,
     is disconnected through ``on_overflow``.
+
+    Closing (:meth:`close`) is one more frame in the same stream: the close frame leaves after
+    everything pushed before it and nothing is written after it. The peer then has
+    ``CLOSE_TIMEOUT`` seconds to answer; :meth:`finish` (called when it did) ends the TCP
+    connection cleanly, otherwise it is reset (:meth:`abort`), whatever the peer does.
     """
 
-    __slots__ = ("_grace", "_limit", "_on_overflow", "_pending", "_transport", "closed")
+    __slots__ = ("_limit", "_on_overflow", "_pending", "_scheduler", "_timer", "_transport", "closed")
 
     def __init__(self, transport: asyncio.Transport, on_overflow: Any, limit: int) -> None:
         self._transport = transport
         self._on_overflow = on_overflow
         self._limit = limit
         self._pending: list[bytes] = []
-        self._grace: asyncio.TimerHandle | None = None
+        self._scheduler = _FlushScheduler.of_running_loop()
+        # the slow-client grace while open, the close deadline once closed
+        self._timer: asyncio.TimerHandle | None = None
         self.closed = False
 
     def push(self, frame: bytes) -> None:
         if self.closed:
             return
         if not self._pending:
-            _scheduler.mark(self)
+            self._scheduler.mark(self)
         self._pending.append(frame)
 
     def flush(self) -> None:
         pending = self._pending
-        if not pending or self.closed:
+        if not pending:
             return
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         pending.clear()
@@ -118,23 +150,62 @@ class FrameWriter:
         if transport.is_closing():
             return
         transport.write(data)
+        if self.closed:
+            return
         backlog = transport.get_write_buffer_size()
         if backlog > self._limit * HARD_LIMIT_FACTOR:
             self._overflow(backlog)
-        elif backlog > self._limit and self._grace is None:
-            self._grace = asyncio.get_running_loop().call_later(SLOW_CLIENT_GRACE, self._end_of_grace)
+        elif backlog > self._limit and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(SLOW_CLIENT_GRACE, self._end_of_grace)
+
+    def close(self, code: int, reason: str) -> None:
+        """Write the close frame after what is pending, refuse every later frame, and reset the
+        connection unless :meth:`finish` is called within ``CLOSE_TIMEOUT`` seconds."""
+        if self.closed:
+            return
+        self._pending.append(close_frame(code, reason))
+        self.closed = True
+        self.flush()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.abort)
+
+    def finish(self) -> None:
+        """The peer answered the close (or left): end the TCP connection with a FIN. What the
+        transport still buffers keeps the close deadline, so a peer that stopped reading is
+        still reset in the end."""
+        transport = self._transport
+        if self._timer is not None and not transport.get_write_buffer_size():
+            self._timer.cancel()
+            self._timer = None
+        transport.close()
+
+    def abort(self) -> None:
+        """Reset the connection now: no FIN queued behind data a stuck peer will never read,
+        no kernel buffer held for it."""
+        self.closed = True
+        self._pending.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        transport = self._transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        transport.abort()
 
     def _end_of_grace(self) -> None:
-        self._grace = None
+        self._timer = None
         backlog = self._transport.get_write_buffer_size()
         if not self.closed and backlog > self._limit:
             self._overflow(backlog)
 
     def _overflow(self, backlog: int) -> None:
-        self.closed = True
         self._pending.clear()
-        if self._grace is not None:
-            self._grace.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         log.warning("disconnecting slow client: %d bytes waiting to be sent (limit %d)", backlog, self._limit)
         self._on_overflow()
 

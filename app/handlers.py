@@ -27,12 +27,13 @@ from typing import Any, Protocol
 import socketio
 
 from .access import RoomAccess
-from .auth import AuthError, Identity, TokenVerifier, token_from_request, user_room
+from .auth import Identity, TokenVerifier, token_from_request, user_room
 from .config import Settings
 from .envelope import (
     BAD_REQUEST,
     FORBIDDEN,
     NOT_FOUND,
+    SID_ROOM_MESSAGE,
     TOO_MANY,
     USER_ROOM_PREFIX,
     ProtocolError,
@@ -58,6 +59,11 @@ PLAIN_TRANSPORT = "websocket"
 RESUME_ENVIRON_KEY = "gateway.resume"
 """``{"pid", "offset"}`` from a plain-WS reconnect (``?session=&offset=``); Socket.IO clients put
 the same keys in their CONNECT ``auth``."""
+BUCKET_ENVIRON_KEY = "gateway.bucket"
+"""The rate-limit bucket of a transport that charges every inbound frame to it (a
+:class:`~realtime_gateway.ws_session.SessionSocket`); the connection's events share it."""
+TICKET_ENVIRON_KEY = "gateway.ticket"
+"""The :class:`~realtime_gateway.limits.Ticket` a transport took for its session before it was accepted."""
 
 
 @dataclass(eq=False, slots=True)
@@ -163,14 +169,17 @@ class ClientEvents:
         token = token_from_request(auth, environ.get("QUERY_STRING", ""), environ)
         return self.verifier.verify(token)
 
-    async def register(self, sid: str, identity: Identity, transport: str, resume: Any = None) -> Connection:
+    async def register(self, sid: str, identity: Identity, environ: dict[str, Any], resume: Any = None) -> Connection:
         """Track an authenticated connection and give it a session: the one named in ``resume``
-        (``{"pid", "offset"}``) when it can be recovered exactly, else a new one."""
+        (``{"pid", "offset"}``) when it can be recovered exactly, else a new one. A transport
+        that rate-limits its frames itself put its bucket in ``environ``."""
+        bucket = environ.get(BUCKET_ENVIRON_KEY)
+        transport = environ.get(TRANSPORT_ENVIRON_KEY, "socket.io")
         connection = Connection(
             sid=sid,
             identity=identity,
             transport=transport,
-            bucket=TokenBucket(self.settings.rate_limit, self.settings.rate_burst),
+            bucket=bucket if isinstance(bucket, TokenBucket) else self.new_bucket(),
         )
         self.connections[sid] = connection
         self._by_user.setdefault(identity.user_id, {})[sid] = connection
@@ -222,6 +231,9 @@ class ClientEvents:
                 log.info("not recovered: neither this node nor the bus holds all session %s missed", str(pid)[:6])
                 return None
         return journal.remote_claim(record, position, sid, prefetched)  # type: ignore[attr-defined]
+
+    def new_bucket(self) -> TokenBucket:
+        return TokenBucket(self.settings.rate_limit, self.settings.rate_burst)
 
     async def connected(self, sid: str) -> None:
         """Called once the Socket.IO handshake completed: join the user's room, say welcome."""
@@ -404,7 +416,11 @@ class ClientEvents:
         callers decide whether it may. ``granted``: a back end decided it (kept on recovery
         whatever the token says), also for a room the client had joined itself."""
         if room not in connection.rooms:
-            await self.sio.enter_room(connection.sid, room)
+            try:
+                await self.sio.enter_room(connection.sid, room)
+            except ValueError:  # python-socketio: "cannot enter a sid room"
+                # the same answer as for any sid-shaped name: nothing tells whether that sid exists
+                raise ProtocolError(FORBIDDEN, SID_ROOM_MESSAGE) from None
             connection.rooms.add(room)
             self.rooms.add(room)
         elif not granted:
@@ -468,7 +484,16 @@ class ClientEvents:
         return {"ok": True, "server_time": time.time()}
 
 
-def refuse(error: AuthError) -> socketio.exceptions.ConnectionRefusedError:
+class Refusable(Protocol):
+    """Why a connect is refused (an :class:`AuthError`, a connection-limit refusal)."""
+
+    @property
+    def message(self) -> str: ...
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+def refuse(error: Refusable) -> socketio.exceptions.ConnectionRefusedError:
     """A Socket.IO connect refusal whose data carries ``{"code", "message"}``.
 
     python-socketio clients see the dict itself; socket.io-client (JS) exposes ``err.message``

@@ -19,9 +19,11 @@ from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from .appkeys import EVENTS_KEY
+from .appkeys import EVENTS_KEY, SETTINGS_KEY
 from .auth import AuthError, token_from_request
 from .config import Settings
+from .engine_io import origin_allowed
+from .engine_ws import arm_connect_timeout
 from .envelope import (
     BAD_REQUEST,
     ProtocolError,
@@ -48,8 +50,6 @@ class PlainSocket(SessionSocket):
 
     __slots__ = ("connection_sid", "events")
     renders_envelopes = True  # tells the fan-out path to send envelope frames
-
-    autoping = False  # pongs count as activity, so the reader must see them
 
     def __init__(self, *args: Any, events: ClientEvents) -> None:
         super().__init__(*args)
@@ -84,6 +84,7 @@ class PlainSocket(SessionSocket):
 
     async def on_open(self, environ: dict[str, Any]) -> bool:
         sio = self.sio
+        arm_connect_timeout(self)  # a connect that hangs (a stuck presence write) must end too
         await sio._handle_connect(self.sid, "/", None)
         sid = sio.manager.sid_from_eio_sid(self.sid, "/")
         if sid is None or not sio.manager.is_connected(sid, "/"):
@@ -131,10 +132,12 @@ def frame_to_event(text: str) -> tuple[str, Any, Any]:
 
 
 async def handle_ws(request: web.Request) -> web.StreamResponse:
-    """``GET /ws?token=JWT[&session=S&offset=O]``: authenticate before the upgrade, then serve
-    envelopes; ``session`` and ``offset`` (from an earlier ``welcome`` and the last envelope
-    received) resume that session when it can be recovered."""
+    """``GET /ws?token=JWT[&session=S&offset=O]``: check the origin, authenticate and admit
+    before the upgrade, then serve envelopes; ``session`` and ``offset`` (from an earlier
+    ``welcome`` and the last envelope received) resume that session when it can be recovered."""
     events = request.app[EVENTS_KEY]
+    if not origin_allowed(request.headers.get("Origin"), request.app[SETTINGS_KEY].cors_origins):
+        return error_response(403, "origin not allowed")
     token = token_from_request(None, request.query_string, request.headers)
     try:
         identity = events.verifier.verify(token)
@@ -145,4 +148,4 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     if request.query.get("session"):
         extra[RESUME_ENVIRON_KEY] = {"pid": request.query["session"], "offset": request.query.get("offset") or None}
     environ = minimal_environ(request, **extra)
-    return await PlainSocket.accept(request, events.sio, environ, events=events)
+    return await PlainSocket.accept(request, events.sio, environ, user=identity.user_id, events=events)

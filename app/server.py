@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 from socketio import packet as sio_packet
 
 from . import jsoncodec
-from .appkeys import EMITTER_KEY, EVENTS_KEY, SETTINGS_KEY, SIO_KEY
+from .appkeys import EMITTER_KEY, EVENTS_KEY, LIMITS_KEY, SETTINGS_KEY, SIO_KEY
 from .auth import AuthError, TokenVerifier
 from .bridge import legacy_bridge
 from .bus import StreamManager
@@ -26,10 +26,11 @@ from .console import install_console
 from .emitter import InProcessEmitter
 from .engine_io import install_engineio
 from .fanout import FanoutManager
-from .handlers import RESUME_ENVIRON_KEY, TRANSPORT_ENVIRON_KEY, ClientEvents, refuse
+from .handlers import RESUME_ENVIRON_KEY, TICKET_ENVIRON_KEY, ClientEvents, refuse
 from .history import History
 from .http_errors import error_middleware
 from .jsoncodec import dumps, loads
+from .limits import ConnectionLimits, Refusal, Ticket
 from .membership import Membership
 from .membership_api import routes as membership_routes
 from .openapi import PATH as OPENAPI_PATH
@@ -41,10 +42,12 @@ from .publish_api import publish
 from .recovery import Journal
 from .recovery_cluster import ClusterJournal, RecoveringStreamManager, SessionStore
 from .sio_server import SocketIOServer
+from .ws_session import close_session
 
 log = logging.getLogger(__name__)
 
 MANAGER_DRAIN_TIMEOUT = 2.0
+_BINARY_PACKETS = (str(sio_packet.BINARY_EVENT), str(sio_packet.BINARY_ACK))
 
 
 class GatewayServer(SocketIOServer):
@@ -59,13 +62,20 @@ class GatewayServer(SocketIOServer):
       and pushed to the connection's writer (:meth:`FanoutManager.send_packet`).
     - The ``welcome`` envelope must follow the CONNECT packet, so it is sent from
       :meth:`connected` rather than from the connect handler.
+    - Binary Socket.IO packets (``BINARY_EVENT``/``BINARY_ACK`` and their attachments) end the
+      session, on every transport: the gateway's events are JSON.
+    - A session's connection-limit ticket (:mod:`realtime_gateway.limits`, taken by its transport
+      and kept in its environ) is released when python-socketio learns the session ended,
+      whichever transport carried it.
 
     Private interfaces of python-socketio relied on: ``_handle_eio_message``, ``_handle_event``,
-    ``_send_packet`` and ``_binary_packet`` (see ``socketio/async_server.py``), and those of
+    ``_handle_eio_disconnect``, ``environ``, ``_send_packet`` and ``_binary_packet`` (see
+    ``socketio/async_server.py``), and those of
     :class:`~realtime_gateway.sio_server.SocketIOServer`.
     """
 
     events: ClientEvents
+    limits: ConnectionLimits
     manager: FanoutManager
 
     async def _handle_eio_message(self, eio_sid, data):  # type: ignore[no-untyped-def]
@@ -76,6 +86,11 @@ class GatewayServer(SocketIOServer):
                 # what Packet(encoded_packet=data) decodes, without the object: no namespace,
                 # no attachments, an optional numeric id, then the JSON arguments
                 return await self._handle_event(eio_sid, "/", int(ack_id) if ack_id else None, loads(data[body:]))
+        if type(data) is not str or data[:1] in _BINARY_PACKETS:
+            # python-socketio would collect attachments without bound (and swallow every later
+            # packet as one)
+            log.info("closing Engine.IO session %s: binary Socket.IO packet", eio_sid)
+            return await close_session(self, eio_sid, WSCloseCode.UNSUPPORTED_DATA, "binary packets are not accepted")
         return await super()._handle_eio_message(eio_sid, data)
 
     async def _handle_event(self, eio_sid, namespace, id, data):  # type: ignore[no-untyped-def]
@@ -107,6 +122,14 @@ class GatewayServer(SocketIOServer):
 
     async def connected(self, sid: str, namespace: str, auth: Any) -> None:
         await self.events.connected(sid)
+
+    async def _handle_eio_disconnect(self, eio_sid, reason):  # type: ignore[no-untyped-def]
+        ticket = self.environ.get(eio_sid, {}).get(TICKET_ENVIRON_KEY)
+        try:
+            await super()._handle_eio_disconnect(eio_sid, reason)
+        finally:
+            if isinstance(ticket, Ticket):
+                self.limits.release(ticket)
 
 
 def create_manager(settings: Settings) -> FanoutManager:
@@ -165,18 +188,29 @@ def create_app(settings: Settings) -> web.Application:
     events = ClientEvents(sio, settings, verifier)
     sio.events = events
     Membership(events)  # the cluster-wide join/leave/disconnect commands, on the manager
+    sio.limits = limits = ConnectionLimits(settings)
     operations = Operations(settings, events)
 
     @sio.event
-    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> bool | None:
         try:
             identity = events.authenticate(environ, auth)
             await operations.admit(identity)
         except AuthError as error:
             log.info("connection refused: %s", error.message)
             raise refuse(error) from None
+        ticket = environ.get(TICKET_ENVIRON_KEY)
+        refusal = limits.claim_user(ticket, identity.user_id) if isinstance(ticket, Ticket) else None
+        if isinstance(refusal, Refusal):
+            log.info("connection refused: %s", refusal.message)
+            raise refuse(refusal)
         resume = environ.get(RESUME_ENVIRON_KEY, auth)
-        await events.register(sid, identity, environ.get(TRANSPORT_ENVIRON_KEY, "socket.io"), resume)
+        await events.register(sid, identity, environ, resume)
+        if sio.manager.eio_sid_from_sid(sid, "/") is None:
+            # the session ended while this ran (transports tell python-socketio at once)
+            await events.disconnected(sid, sio.reason.SERVER_DISCONNECT)
+            return False
+        return None
 
     @sio.event
     async def disconnect(sid: str, reason: Any = None) -> None:
@@ -187,6 +221,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SIO_KEY] = sio
     app[EVENTS_KEY] = events
     app[EMITTER_KEY] = InProcessEmitter(events)
+    app[LIMITS_KEY] = limits
     install_engineio(app)  # /socket.io/, every transport and method
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/ws", handle_ws)
@@ -231,11 +266,12 @@ async def _disconnect_everyone(app: web.Application) -> None:
     """Tell every client (Socket.IO DISCONNECT / close frame), then close the transports
     ourselves: a client that does not hang up must not hold the shutdown."""
     sio = app[SIO_KEY]
+    sockets = list(sio.eio.sockets.values())  # before the disconnects: closing ones leave the table
     for sid in list(app[EVENTS_KEY].connections):
         try:
             await sio.disconnect(sid)
         except Exception:  # a connection that is already gone must not stop the shutdown
             log.debug("disconnect of %s during shutdown failed", sid, exc_info=True)
-    for socket in list(sio.eio.sockets.values()):
+    for socket in sockets:
         # no waiting for a client to read what is queued for it: shutdown is bounded
         await socket.close(wait=False, reason=sio.eio.reason.SERVER_DISCONNECT)

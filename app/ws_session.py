@@ -10,6 +10,15 @@ Per connection it costs one aiohttp handler task and two timer handles: no write
 queue, no task per inbound message. Outbound frames go through a :class:`~realtime_gateway.fanout.FrameWriter`
 (ordered, coalesced, bounded). A heartbeat timer sends the protocol's ping every
 ``ping_interval`` and closes the connection after ``silence_limit`` seconds without a frame.
+Every inbound frame is charged to the connection's rate-limit bucket.
+
+Closing is ours, not aiohttp's (:meth:`SessionSocket.shutdown`): the close frame goes through
+the FrameWriter behind what is already queued, nothing follows it, the session leaves
+python-socketio (rooms, presence) at once, and the TCP connection ends when the peer answers, or
+is reset ``CLOSE_TIMEOUT`` seconds later if it does not (aiohttp's ``ws.close()`` would wait for
+a drain that a client which stopped reading never allows). :class:`OwnedWebSocketResponse`
+routes the closes aiohttp starts itself (oversized message, protocol error, end of the handler)
+into the same path.
 
 python-socketio / python-engineio interfaces the gateway's Engine.IO layer relies on (pinned in
 pyproject.toml; this is the list for :mod:`~realtime_gateway.engine_ws`,
@@ -27,6 +36,9 @@ suites):
   ``get_session``/``save_session`` (``session``) and ``transport()`` (``upgraded``); the gateway's
   shutdown calls ``close(wait, abort, reason)``.
 - ``engineio.packet.Packet`` (``packet_type``, ``data``, ``encode()``): what ``send`` receives.
+- aiohttp: ``WebSocketResponse.receive()`` calls the public ``close()`` for the closes it starts
+  (overridden by :class:`OwnedWebSocketResponse`); with ``autoclose`` and ``autoping`` off it
+  writes nothing else by itself.
 
 The Socket.IO layer's own (``_handle_connect``, ``_send_packet``, ``_handle_event``) are listed in
 :mod:`realtime_gateway.sio_server` and :mod:`realtime_gateway.server`.
@@ -43,13 +55,70 @@ import socketio
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 from engineio import packet as eio_packet
 
-from .appkeys import SETTINGS_KEY
+from .appkeys import LIMITS_KEY, SETTINGS_KEY
 from .config import Settings
 from .deflate import frame_writer_for
 from .fanout import text_frame
+from .handlers import BUCKET_ENVIRON_KEY, TICKET_ENVIRON_KEY
+from .http_errors import error_response
+from .limits import Refusal, Ticket
+from .ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 _S = TypeVar("_S", bound="SessionSocket")
+_FRAMES = (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.PONG)
+_PONG_OPCODE = 0xA
+
+
+class OwnedWebSocketResponse(web.WebSocketResponse):
+    """aiohttp's WebSocket response whose ``close()`` is the session's own close path.
+
+    aiohttp calls ``close()`` itself when a message is too big (1009), on a protocol error, at
+    the end of the stream and when the handler returns; each would otherwise write a close
+    frame past the FrameWriter and wait for a drain."""
+
+    on_close: Any = None
+    """``SessionSocket.shutdown``, set as soon as the session exists."""
+
+    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
+        if self.on_close is None:
+            return await super().close(code=code, message=message, drain=drain)
+        self.on_close(code, message.decode(errors="replace"))
+        return True
+
+
+def admit(request: web.Request, environ: dict[str, Any], user: str | None = None) -> web.Response | None:
+    """Count a new session against the connection limits before it is accepted: None when it
+    is admitted (its ticket is then in ``environ``), else the HTTP refusal to answer with."""
+    limits = request.app.get(LIMITS_KEY)
+    if limits is None:  # an application without limits (the conformance server)
+        return None
+    ticket = limits.admit(request.remote, user)
+    if isinstance(ticket, Refusal):
+        log.info("connection from %s refused: %s", request.remote, ticket.message)
+        return error_response(ticket.status, ticket.message)
+    environ[TICKET_ENVIRON_KEY] = ticket
+    return None
+
+
+def release(request: web.Request, environ: dict[str, Any]) -> None:
+    """Give the session's ticket back (idempotent: the Socket.IO server releases it too when the
+    session ends; this covers a session that never started)."""
+    ticket = environ.get(TICKET_ENVIRON_KEY)
+    limits = request.app.get(LIMITS_KEY)
+    if limits is not None and isinstance(ticket, Ticket):
+        limits.release(ticket)
+
+
+async def close_session(sio: socketio.AsyncServer, eio_sid: str, code: int, reason: str) -> None:
+    """End an Engine.IO session, transport included (python-socketio's ``disconnect`` ends only
+    the namespace): a WebSocket session with ``code`` and ``reason``, a long-polling one with
+    its close packet."""
+    session = sio.eio.sockets.get(eio_sid)
+    if isinstance(session, SessionSocket):
+        session.shutdown(code, reason)
+    elif session is not None:
+        await session.close(wait=False, reason=sio.reason.SERVER_DISCONNECT)
 
 
 class SessionSocket:
@@ -62,7 +131,9 @@ class SessionSocket:
         "_heartbeat",
         "_last_seen",
         "_ping_interval",
+        "_reading",
         "_silence_limit",
+        "bucket",
         "closed",
         "closing",
         "connect_timer",
@@ -78,9 +149,6 @@ class SessionSocket:
     renders_envelopes = False
     transport_name = "websocket"
 
-    autoping = True
-    """Let aiohttp answer WebSocket pings (a subclass that counts pongs as activity turns it off)."""
-
     @staticmethod
     def silence_limit(settings: Settings) -> float:
         """Seconds without any frame after which the client is considered gone."""
@@ -88,13 +156,24 @@ class SessionSocket:
 
     @classmethod
     async def accept(
-        cls, request: web.Request, sio: socketio.AsyncServer, environ: dict[str, Any], **kwargs: Any
-    ) -> web.WebSocketResponse:
-        """Upgrade the request and serve the connection until it ends."""
-        ws, sock = await cls.prepare(request, sio, **kwargs)
-        if sock is not None:
-            await sock.serve(environ)
-        return ws
+        cls,
+        request: web.Request,
+        sio: socketio.AsyncServer,
+        environ: dict[str, Any],
+        user: str | None = None,
+        **kwargs: Any,
+    ) -> web.StreamResponse:
+        """Admit (connection limits), upgrade the request and serve the connection until it ends."""
+        refusal = admit(request, environ, user)
+        if refusal is not None:
+            return refusal
+        try:
+            ws, sock = await cls.prepare(request, sio, **kwargs)
+            if sock is not None:
+                await sock.serve(environ)
+            return ws
+        finally:
+            release(request, environ)
 
     @classmethod
     async def prepare(
@@ -102,9 +181,13 @@ class SessionSocket:
     ) -> tuple[web.WebSocketResponse, _S | None]:
         """Complete the WebSocket handshake; the socket is None when the client vanished during it."""
         settings = request.app[SETTINGS_KEY]
-        # compression is off unless configured: frames are encoded once and shared between recipients
-        ws = web.WebSocketResponse(
-            max_msg_size=settings.max_message_bytes, autoping=cls.autoping, compress=settings.ws_compression
+        # compression is off unless configured: frames are encoded once and shared between
+        # recipients. autoclose/autoping off: every frame we send goes through the FrameWriter
+        ws = OwnedWebSocketResponse(
+            max_msg_size=settings.max_message_bytes,
+            autoclose=False,
+            autoping=False,
+            compress=settings.ws_compression,
         )
         await ws.prepare(request)
         if request.transport is None:
@@ -114,7 +197,7 @@ class SessionSocket:
     def __init__(
         self,
         sio: socketio.AsyncServer,
-        ws: web.WebSocketResponse,
+        ws: OwnedWebSocketResponse,
         transport: asyncio.Transport,
         settings: Settings,
         sid: str | None = None,
@@ -123,6 +206,7 @@ class SessionSocket:
         self.settings = settings
         self.sid = sid or sio.eio.generate_id()  # given: the session of an upgrading long-polling client
         self.ws = ws
+        ws.on_close = self.shutdown
         self.session: dict[str, Any] = {}
         self.closed = False
         self.closing = False
@@ -133,12 +217,14 @@ class SessionSocket:
             lambda: self.shutdown(WSCloseCode.TRY_AGAIN_LATER, "client too slow"),
             settings.send_buffer_limit,
         )
+        self.bucket = TokenBucket(settings.rate_limit, settings.rate_burst)
         self._ping_interval = settings.ping_interval
         self._silence_limit = self.silence_limit(settings)
         self._last_seen = time.monotonic()
         self._heartbeat: asyncio.TimerHandle | None = None
         self._closer: asyncio.Task[None] | None = None
         self.connect_timer: asyncio.TimerHandle | None = None
+        self._reading = False
 
     # -- what python-socketio / Engine.IO call ----------------------------------------------
 
@@ -147,35 +233,49 @@ class SessionSocket:
 
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
         self.shutdown(WSCloseCode.GOING_AWAY, "server shutting down")
-        if wait and self._closer is not None:
+        if not wait:  # server shutdown: no waiting for the peer's answer (see FrameWriter.finish)
+            self.frame_writer.finish()
+        elif self._closer is not None:
             await asyncio.shield(self._closer)
+
+    def close_unconnected(self) -> None:
+        """The connect timeout: no Socket.IO CONNECT in time."""
+        self.shutdown(WSCloseCode.POLICY_VIOLATION, "no Socket.IO connect in time")
 
     # -- writing ----------------------------------------------------------------------------
 
     def push_text(self, text: str) -> None:
-        if not self.closing:
-            self.frame_writer.push(text_frame(text.encode()))
+        self.frame_writer.push(text_frame(text.encode()))  # refused once closing
 
     def push_binary(self, data: bytes) -> None:
-        if not self.closing:
-            self.frame_writer.push(text_frame(data, opcode=0x2))
+        self.frame_writer.push(text_frame(data, opcode=0x2))
 
     def shutdown(self, code: int, reason: str) -> None:
-        """Close after the frames already pushed have been written."""
-        if not self.closing:
-            self.closing = True
-            if self._heartbeat is not None:
-                self._heartbeat.cancel()
-            if self.connect_timer is not None:
-                self.connect_timer.cancel()
-            self._closer = asyncio.ensure_future(self._close(code, reason))
+        """Close: the close frame follows the frames already pushed, nothing follows it, and
+        the session leaves python-socketio (rooms, presence) now, not when the peer answers."""
+        if self.closing:
+            return
+        self.closing = True
+        if self._reading and self.disconnect_reason == self.sio.reason.CLIENT_DISCONNECT:
+            self.disconnect_reason = self.sio.reason.SERVER_DISCONNECT  # we hang up, not the client
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        if self.connect_timer is not None:
+            self.connect_timer.cancel()
+            self.connect_timer = None
+        self.frame_writer.close(code, reason)
+        if not self._reading:  # nobody will read the peer's answer: end the connection now
+            self.frame_writer.finish()
+        sockets = self.sio.eio.sockets
+        if sockets.get(self.sid) is self:  # not an upgrade that never took over its session
+            del sockets[self.sid]  # no emit finds it any more
+            self._closer = asyncio.ensure_future(self._leave())
 
-    async def _close(self, code: int, reason: str) -> None:
-        self.frame_writer.flush()
+    async def _leave(self) -> None:
         try:
-            await self.ws.close(code=code, message=reason.encode())
-        finally:
-            self.closed = True
+            await self.sio._handle_eio_disconnect(self.sid, self.disconnect_reason)
+        except Exception:  # a failing listener must not keep the session registered
+            log.exception("disconnect handling of Engine.IO session %s failed", self.sid)
 
     # -- heartbeat --------------------------------------------------------------------------
 
@@ -204,6 +304,8 @@ class SessionSocket:
     async def serve(self, environ: dict[str, Any]) -> None:
         """Run the connection until the client leaves, goes silent or is disconnected."""
         self.sio.eio.sockets[self.sid] = self
+        environ[BUCKET_ENVIRON_KEY] = self.bucket
+        self._reading = True
         try:
             await self.sio._handle_eio_connect(self.sid, environ)
             if await self.on_open(environ):
@@ -214,33 +316,46 @@ class SessionSocket:
     async def run(self) -> None:
         """Heartbeat and read until the connection ends (the session is registered)."""
         self._last_seen = time.monotonic()
+        self._reading = True
         self._heartbeat = asyncio.get_running_loop().call_later(self._ping_interval, self._tick)
         await self._read()
 
     async def end(self) -> None:
-        """Close, tell python-socketio, unregister."""
+        """The reader is done (the peer answered the close, closed, or vanished): close if that
+        has not happened yet, end the TCP connection, wait until python-socketio knows."""
+        self._reading = False
         self.shutdown(WSCloseCode.OK, "bye")
-        await self.sio._handle_eio_disconnect(self.sid, self.disconnect_reason)
-        if self.sio.eio.sockets.get(self.sid) is self:
-            del self.sio.eio.sockets[self.sid]
-        if self._closer is not None:
-            await self._closer
+        self.frame_writer.finish()
+        try:
+            if self._closer is not None:
+                # shielded: aiohttp cancels the handler once the connection is gone, which must
+                # not cancel python-socketio's disconnect handling with it
+                await asyncio.shield(self._closer)
+        finally:
+            self.closed = True
 
     async def _read(self) -> None:
+        """Read until the peer closes (or answers our close) or the transport ends; once closing,
+        frames are read but not acted on."""
         ws = self.ws
-        while not self.closing:
+        bucket = self.bucket
+        while True:
             msg = await ws.receive()
-            self._last_seen = time.monotonic()
-            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                await self.on_message(msg)
-            elif msg.type == WSMsgType.PING:
-                await ws.pong(msg.data)
-            elif msg.type != WSMsgType.PONG:  # CLOSE, CLOSING, CLOSED, ERROR
-                if msg.type == WSMsgType.ERROR:  # aiohttp has already answered 1009 for oversize
+            kind = msg.type
+            if kind not in _FRAMES:  # CLOSE, CLOSING, CLOSED, ERROR
+                if kind == WSMsgType.ERROR:  # aiohttp has already closed with 1009/1002, through us
                     log.info("websocket eio_sid=%s closed: %s", self.sid, ws.exception())
                 return
-        if self.disconnect_reason == self.sio.reason.CLIENT_DISCONNECT:
-            self.disconnect_reason = self.sio.reason.SERVER_DISCONNECT
+            if self.closing:
+                continue
+            self._last_seen = time.monotonic()
+            bucket.charge()
+            if kind == WSMsgType.PING:
+                self.frame_writer.push(text_frame(msg.data, opcode=_PONG_OPCODE))
+            elif kind != WSMsgType.PONG:
+                await self.on_message(msg)
+            if bucket.settle():  # over the limit, and no event was refused for it
+                self.shutdown(WSCloseCode.POLICY_VIOLATION, "rate limit exceeded")
 
 
 def minimal_environ(request: web.Request, **extra: Any) -> dict[str, Any]:

@@ -37,6 +37,25 @@ def uid(prefix: str = "u") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+async def eventually(check: Any, timeout: float = WAIT, interval: float = 0.1) -> Any:
+    """Poll an async ``check()`` until it returns something truthy; fail after ``timeout`` s
+    (for state only visible from outside, such as a node's statistics)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout} s: {check.__doc__ or check}")
+        await asyncio.sleep(interval)
+
+
+async def node_clients(base_url: str) -> int:
+    """The number of connections a gateway serves (``/ws/stats`` ``node.clients``)."""
+    async with aiohttp.ClientSession() as session, session.get(f"{base_url}/ws/stats") as response:
+        return (await response.json())["node"]["clients"]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

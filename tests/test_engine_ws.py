@@ -112,14 +112,15 @@ async def test_polling_then_upgrade(gateway, clients):
     assert a.sio.transport() == "websocket"
 
 
-async def test_binary_payloads_survive_the_round_trip(gateway_factory, clients):
-    """Binary attachments take python-socketio's ordinary path on both transports."""
-    server = gateway_factory(env={"RATE_LIMIT": "1000"})
-    client = await clients.sio(server.url, make_token(uid()))
-    ack = await client.call("room_message", {"room": "r", "text": "x", "blob": b"\x00\x01"})
-    assert ack["ok"] is False and ack["error"]["code"] == 403  # parsed (not a member), not a crash
-    assert (await client.call("ping"))["ok"] is True
-    await asyncio.sleep(0)
+@pytest.mark.parametrize("transports", [["websocket"], ["polling"]])
+async def test_binary_payloads_end_the_session(gateway, clients, transports):
+    """The gateway's events are JSON: a client's binary Socket.IO packet (BINARY_EVENT and its
+    attachments) closes its session on every transport; the node carries on."""
+    client = await clients.sio(gateway.url, make_token(uid()), transports=transports)
+    await client.emit("room_message", {"room": "r", "text": "x", "blob": b"\x00\x01"})
+    await asyncio.wait_for(client.disconnected.wait(), 10)
+    other = await clients.sio(gateway.url, make_token(uid()), transports=transports)
+    assert (await other.call("ping"))["ok"] is True
 
 
 async def test_nothing_is_sent_on_an_upgrade_websocket_before_the_upgrade_completes(gateway, clients):
@@ -205,7 +206,7 @@ async def test_permessage_deflate_when_configured():
         await test_server.close()
 
 
-def test_deflated_frames_carry_rsv1_and_inflate_to_the_payload():
+async def test_deflated_frames_carry_rsv1_and_inflate_to_the_payload():  # a writer belongs to a loop
     writer = DeflateFrameWriter(None, None, 1 << 20, wbits=15, takeover=True)
     inflate = zlib.decompressobj(wbits=-15)
     for payload in (b"hello hello hello", b"x" * 70_000, b""):

@@ -62,9 +62,19 @@ KINDS = {
     "node": ServerKind("node", "Node socket.io 4.8", _node_argv),
     "vanilla": ServerKind("vanilla", "python-socketio (vanilla)", _vanilla_argv),
     # The gateway's per-connection rate limit (50 msgs/s by default) would throttle the bench's
-    # sender and ping loops; the reference servers have none, so it is lifted here.
+    # sender and ping loops, and its per-address and per-user connection limits would refuse the
+    # bench's thousands of connections from one address as one user; the reference servers have
+    # none, so they are lifted here.
     "gateway": ServerKind(
-        "gateway", "realtime-gateway", _gateway_argv, {"RATE_LIMIT": "1000000000", "RATE_BURST": "1000000000"}
+        "gateway",
+        "realtime-gateway",
+        _gateway_argv,
+        {
+            "RATE_LIMIT": "1000000000",
+            "RATE_BURST": "1000000000",
+            "MAX_CONNECTIONS_PER_IP": "0",
+            "MAX_CONNECTIONS_PER_USER": "0",
+        },
     ),
 }
 
