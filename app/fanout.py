@@ -37,7 +37,7 @@ from typing import Any
 import socketio
 
 from .envelope import event_as_envelope_text
-from .history import History
+from .history import HistoryStore
 from .jsoncodec import dumps, loads
 from .recovery import Entry, Journal, tagged_envelope, tagged_packet
 
@@ -224,7 +224,7 @@ class FanoutManager(socketio.AsyncManager):
     """
 
     journal: Journal | None = None
-    history: History | None = None
+    history: HistoryStore | None = None
 
     def __init__(self) -> None:
         super().__init__()

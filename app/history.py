@@ -6,14 +6,14 @@ returns a room's last messages oldest first, each with the offset it was deliver
 user's own room ``user:<id>`` holds the notifications and user messages sent to that user.
 
 Bounded per room by count (``--history-size``) and age (``--history-ttl``), kept in the node's
-memory.
+memory on a single node, in Redis in a cluster (:mod:`realtime_gateway.history_redis`).
 """
 
 from __future__ import annotations
 
 import collections
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from .envelope import BAD_REQUEST, FORBIDDEN, USER_ROOM_PREFIX, ProtocolError, validate_room_name
 
@@ -22,6 +22,15 @@ PRUNE_FROM = 1024
 """Rooms kept before the first sweep for expired ones; each sweep doubles the threshold."""
 
 Item = tuple[str, float, dict[str, Any]]  # offset, time.time() when sent, envelope
+
+
+class HistoryStore(Protocol):
+    """What the fan-out path and the readers use: this module's :class:`History` (one node), or
+    :class:`realtime_gateway.history_redis.RedisHistory` (a cluster)."""
+
+    def add(self, room: str, offset: str, envelope: dict[str, Any]) -> None: ...
+
+    async def read(self, room: str, limit: int, before: str | None = None) -> list[dict[str, Any]]: ...
 
 
 class History:

@@ -101,6 +101,9 @@ class RecoveringStreamManager(StreamManager):
             self.own_ids[seq] = entry_id
             if len(self.own_ids) > OWN_IDS_KEPT:
                 self.own_ids.popitem(last=False)
+            own_written = getattr(self.history, "own_written", None)  # history in Redis
+            if own_written is not None:
+                own_written(seq, entry_id)
             return await super()._receive(fields)
         if origin is not None and seq > self.highest.get(origin, 0):
             self.highest[origin] = seq

@@ -28,6 +28,7 @@ from .engine_io import install_engineio
 from .fanout import FanoutManager
 from .handlers import RESUME_ENVIRON_KEY, TICKET_ENVIRON_KEY, ClientEvents, refuse
 from .history import History
+from .history_redis import RedisHistory
 from .http_errors import error_middleware
 from .jsoncodec import dumps, loads
 from .limits import ConnectionLimits, Refusal, Ticket
@@ -153,7 +154,9 @@ def create_manager(settings: Settings) -> FanoutManager:
         manager.session_store = SessionStore(settings.redis_url or "", settings.recovery_window, journal)
     elif recovering or settings.history_size > 0:
         manager.journal = Journal(settings.recovery_window, tag_frames=recovering)
-    if settings.history_size > 0:
+    if settings.history_size > 0 and isinstance(manager, RecoveringStreamManager):
+        manager.history = RedisHistory(settings.redis_url or "", settings.history_size, settings.history_ttl, manager)
+    elif settings.history_size > 0:
         manager.history = History(settings.history_size, settings.history_ttl)
     return manager
 
@@ -260,6 +263,8 @@ async def _drain_manager(app: web.Application) -> None:
         await manager.close()
     if isinstance(manager, RecoveringStreamManager):
         await manager.session_store.close()
+    if isinstance(manager.history, RedisHistory):
+        await manager.history.close()
 
 
 async def _disconnect_everyone(app: web.Application) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 from conftest import make_token, uid
-from delivery import join
+from delivery import join, wait_subscribed, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -137,3 +137,42 @@ async def test_history_keeps_what_was_sent_while_nobody_was_connected(gateway_fa
     member = await clients.sio(node.url, make_token(uid()))
     await join(member, room)
     assert [m["id"] for m in (await member.call("history", {"room": room}))["messages"]] == [sent]
+
+
+async def test_cluster_history_is_in_redis_the_same_on_every_node_and_survives_a_restart(
+    redis_server, gateway_factory, clients
+):
+    env = {"REDIS_URL": redis_server.url, "API_KEY": API_KEY, "HISTORY_SIZE": "4"}
+    nodes = [gateway_factory(env=env), gateway_factory(env=env)]
+    await wait_subscribed(redis_server.url, 2)
+    room = uid("room")
+    members = [await clients.sio(node.url, make_token(uid())) for node in nodes]
+    for member in members:
+        await join(member, room)
+    ids = await say(members[0], room, 2)
+    # acked before it is on the bus: once the other node has it, the next ones come after it
+    await members[1].inbox.next("room_message", id=ids[-1])
+    ids += await say(members[1], room, 3)
+    await members[0].inbox.next("room_message", id=ids[-1])
+
+    async def history(node_index: int, **query: Any) -> list[dict[str, Any]]:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        async with aiohttp.ClientSession() as http:
+            url = f"{nodes[node_index].url}/api/history"
+            async with http.get(url, params={"room": room, **query}, headers=headers) as response:
+                assert response.status == 200, await response.text()
+                return (await response.json())["messages"]
+
+    await wait_until(lambda: _ids_are(history(0), ids[1:]), "history written to Redis")
+    first, second = await history(0), await history(1)
+    assert first == second and [m["id"] for m in first] == ids[1:]  # the last 4, once each
+    earlier = await history(1, before=first[2]["offset"], limit="1")
+    assert [m["id"] for m in earlier] == [ids[2]]
+    nodes[0].kill()
+    nodes[0].start()
+    assert [m["id"] for m in await history(0)] == ids[1:]
+    assert [m["id"] for m in (await members[1].call("history", {"room": room, "limit": 2}))["messages"]] == ids[3:]
+
+
+async def _ids_are(messages: Any, ids: list[str]) -> bool:
+    return [m["id"] for m in await messages] == ids
