@@ -304,6 +304,7 @@ async def test_real_answers_match_the_documented_schemas(gateway_factory, redis_
 
         await until(publish_refused)
         await check(clustered.url, "POST", "/api/publish", 503, json=message, headers=key)
+        await check(clustered.url, "GET", "/api/history?room=lobby", 503, headers=key)  # history is in Redis
         for path in ("/api/rooms/join", "/api/rooms/leave"):
             await check(clustered.url, "POST", path, 503, json=member, headers=key)
         await check(clustered.url, "POST", "/api/disconnect", 503, json={"user": "openapi-member"}, headers=key)
