@@ -29,9 +29,9 @@ import redis.asyncio as redis
 from aiohttp import WSCloseCode
 
 from .auth import AuthError, Identity
+from .closing import disconnect_session
 from .envelope import make_envelope
 from .handlers import ClientEvents, Connection
-from .ws_session import close_session
 
 log = logging.getLogger(__name__)
 
@@ -181,13 +181,9 @@ class TokenGuard:
             message,
             extra={"event": "token_close", "sid": sid, "user_id": connection.identity.user_id, "reason": message},
         )
-        sio = self.events.sio
-        eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
         with contextlib.suppress(Exception):  # the client may already be gone
             await self.events.emit(make_envelope("error", AuthError(message).as_dict()), to=sid, local=True)
-        await sio.disconnect(sid)
-        if eio_sid is not None:  # the transport too: a session without a namespace is no use
-            await close_session(sio, eio_sid, WSCloseCode.POLICY_VIOLATION, message)
+        await disconnect_session(self.events.sio, sid, WSCloseCode.POLICY_VIOLATION, message)
 
     async def _close_revoked(self) -> None:
         revoked = [

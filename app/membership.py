@@ -28,6 +28,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiohttp import WSCloseCode
+
+from .closing import disconnect_session
 from .envelope import ProtocolError, validate_room_name
 from .handlers import ClientEvents
 from .recovery import Session
@@ -98,7 +101,8 @@ class Membership:
             if connection.session is not None:
                 await self._end(connection.session)
                 connection.session = None  # so the disconnect handler does not keep it for the window
-            await events.sio.disconnect(connection.sid, ignore_queue=True)
+            # the transport too: a client that ignores the disconnect must not stay connected
+            await disconnect_session(events.sio, connection.sid, WSCloseCode.POLICY_VIOLATION, "disconnected")
 
     async def _end(self, session: Session) -> None:
         """No node may resume the session any more."""

@@ -21,6 +21,7 @@ from .appkeys import EMITTER_KEY, EVENTS_KEY, LIMITS_KEY, SETTINGS_KEY, SIO_KEY
 from .auth import AuthError, TokenVerifier
 from .bridge import legacy_bridge
 from .bus import StreamManager
+from .closing import close_session
 from .config import Settings
 from .console import install_console
 from .emitter import InProcessEmitter
@@ -43,7 +44,6 @@ from .publish_api import publish
 from .recovery import Journal
 from .recovery_cluster import ClusterJournal, RecoveringStreamManager, SessionStore
 from .sio_server import SocketIOServer
-from .ws_session import close_session
 
 log = logging.getLogger(__name__)
 

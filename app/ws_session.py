@@ -110,17 +110,6 @@ def release(request: web.Request, environ: dict[str, Any]) -> None:
         limits.release(ticket)
 
 
-async def close_session(sio: socketio.AsyncServer, eio_sid: str, code: int, reason: str) -> None:
-    """End an Engine.IO session, transport included (python-socketio's ``disconnect`` ends only
-    the namespace): a WebSocket session with ``code`` and ``reason``, a long-polling one with
-    its close packet."""
-    session = sio.eio.sockets.get(eio_sid)
-    if isinstance(session, SessionSocket):
-        session.shutdown(code, reason)
-    elif session is not None:
-        await session.close(wait=False, reason=sio.reason.SERVER_DISCONNECT)
-
-
 class SessionSocket:
     """Base class: registration, ordered writes, heartbeat, close. Subclasses say how packets
     render (:meth:`send`) and how frames are read (:meth:`on_message`)."""

@@ -326,6 +326,22 @@ async def test_token_expiry_closes_the_websocket(gateway_factory):
     ws.close()
 
 
+async def test_a_back_end_disconnect_closes_the_websocket(gateway_factory):
+    """``POST /api/disconnect`` ends the transport too, not only the namespace: a client that
+    ignores the ``41`` is not left with an open session."""
+    server = gateway_factory(env={"API_KEY": "k" * 32})
+    user = uid()
+    ws = await socketio_session(server.port, make_token(user))
+    headers = {"Authorization": "Bearer " + "k" * 32}
+    disconnect = f"{server.url}/api/disconnect"
+    async with aiohttp.ClientSession() as http, http.post(disconnect, json={"user": user}, headers=headers) as answer:
+        assert answer.status == 202
+    code, before = await ws.close_frame(timeout=10)
+    assert "41" in [payload.decode() for opcode, payload in before if opcode == OP_TEXT]
+    assert code == 1008
+    ws.close()
+
+
 # -- defect 7: connection limits ------------------------------------------------------------------
 
 
@@ -370,7 +386,30 @@ async def test_connections_per_address_and_per_node(gateway_factory, clients, li
         assert refused.status == status, path
         assert (await refused.http_body())["error"]["code"] == status
         refused.close()
+    polling = f"{server.url}/socket.io/?EIO=4&transport=polling"  # a long-polling handshake counts too
+    async with aiohttp.ClientSession() as http, http.get(polling) as response:
+        assert response.status == status
+        assert (await response.json())["error"]["code"] == status
     assert await node_clients(server.url) == 2
+
+
+async def test_abandoned_polling_handshakes_are_closed_and_counted(gateway_factory):
+    """Handshakes that never CONNECT: each holds a slot of its address until the connect
+    timeout closes it; past the limit, more are refused; then the slots are free again."""
+    server = gateway_factory(env={"CONNECT_TIMEOUT": "1", "MAX_CONNECTIONS_PER_IP": "20"})
+    url = f"{server.url}/socket.io/?EIO=4&transport=polling"
+    async with aiohttp.ClientSession() as http:
+        statuses = []
+        for _ in range(30):
+            async with http.get(url) as response:
+                statuses.append(response.status)
+        assert statuses == [200] * 20 + [429] * 10
+
+        async def admitted_again() -> bool:
+            async with http.get(url) as response:
+                return response.status == 200
+
+        await eventually(admitted_again, timeout=10)
 
 
 # -- defect 9: the smaller ones -------------------------------------------------------------------
