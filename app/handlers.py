@@ -48,6 +48,7 @@ from .history import check_member, history_request
 from .metrics import ERRORS, EVENT_LATENCY, MESSAGES_RECEIVED, sent_counter
 from .ratelimit import TokenBucket
 from .recovery import Resumption, Session
+from .recovery_cluster import claim_elsewhere
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,9 @@ class ClientEvents:
                 pid, offset = resume.get("pid"), resume.get("offset")
                 resumed = self.journal.claim(pid, identity.user_id, offset, sid)
                 if resumed is None and self.session_store is not None:
-                    resumed = await self._claim_elsewhere(pid, identity.user_id, offset, sid)
+                    resumed = await claim_elsewhere(
+                        self.session_store, self.journal, pid, identity.user_id, offset, sid
+                    )
             if resumed is None:
                 connection.session = self.journal.open(identity.user_id, sid)
             else:
@@ -204,33 +207,6 @@ class ClientEvents:
             if self.session_store is not None and (resumed is None or resumed.remote is not None):
                 await self.session_store.opened(connection.session, identity.user_room)
         return connection
-
-    async def _claim_elsewhere(self, pid: Any, user_id: str, offset: Any, sid: str) -> Resumption | None:
-        """A session another node served, from its record in Redis (cluster only)."""
-        store, journal = self.session_store, self.journal
-        assert store is not None and journal is not None
-        record = await store.load(pid)
-        if record is None or record["user"] != user_id:
-            log.info("not recovered: no session %s of this user in Redis", str(pid)[:6])
-            return None
-        position = journal.remote_position(record, offset)  # type: ignore[attr-defined]
-        if position is None:
-            log.info("not recovered: offset %r is not one of session %s", offset, str(pid)[:6])
-            return None
-        covered = journal.covers(position[0])  # type: ignore[attr-defined]
-        # a node that started after the offset never reads the old node's earlier entries
-        if not await self.sio.manager.catch_up(position[0], record["origin"].encode(), position[1] if covered else 0):
-            log.info("not recovered: this node has not read the bus up to session %s's offset", str(pid)[:6])
-            return None
-        prefetched = None
-        if not covered:
-            # this node started (or trimmed) after the offset: what it lacks is on the stream
-            upto = self.sio.manager._last_id
-            prefetched = None if upto is None else await store.read_stream(position[0], upto)
-            if prefetched is None:
-                log.info("not recovered: neither this node nor the bus holds all session %s missed", str(pid)[:6])
-                return None
-        return journal.remote_claim(record, position, sid, prefetched)  # type: ignore[attr-defined]
 
     def new_bucket(self) -> TokenBucket:
         return TokenBucket(self.settings.rate_limit, self.settings.rate_burst)

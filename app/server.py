@@ -42,7 +42,8 @@ from .plain_ws import handle_ws
 from .publish_api import history as history_api
 from .publish_api import publish
 from .recovery import Journal
-from .recovery_cluster import ClusterJournal, RecoveringStreamManager, SessionStore
+from .recovery_cluster import ClusterJournal, RecoveringStreamManager
+from .session_store import SessionStore
 from .sio_server import SocketIOServer
 
 log = logging.getLogger(__name__)
