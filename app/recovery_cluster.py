@@ -16,10 +16,9 @@ journal, every message addressed to the session's rooms that is *not* in that se
 Before it does, A waits (briefly) until it has read the stream up to ``S`` and B's entries up to
 ``n``, so nothing B delivered can still reach the client live through A. The session itself
 (user, node, rooms with the bus position at which each was joined, which of them a back end
-granted, :mod:`realtime_gateway.membership`) is written to Redis when it
-changes, before the client is answered, so it survives its node; a node refreshes the records of
-its live sessions, and a record expires ``--recovery-window`` seconds after its connection ended
-(or its node stopped refreshing it).
+granted, :mod:`realtime_gateway.membership`) is in Redis (:mod:`realtime_gateway.session_store`)
+before the client is answered, so it survives its node. A node that was restarted since the
+offset reads what its journal lacks from the bus stream (:meth:`SessionStore.read_stream`).
 
 Relies on the bus's ``_receive(fields)``, ``_last_id``, ``_origin`` and
 :func:`realtime_gateway.bus._stream_id` (one module of ours, not a library).
