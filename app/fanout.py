@@ -150,8 +150,6 @@ class FrameWriter:
         if transport.is_closing():
             return
         transport.write(data)
-        if self.closed:
-            return
         backlog = transport.get_write_buffer_size()
         if backlog > self._limit * HARD_LIMIT_FACTOR:
             self._overflow(backlog)
@@ -202,6 +200,8 @@ class FrameWriter:
             self._overflow(backlog)
 
     def _overflow(self, backlog: int) -> None:
+        if self.closed:  # the close frame itself is still waiting: the close deadline handles it
+            return
         self._pending.clear()
         if self._timer is not None:
             self._timer.cancel()
