@@ -10,7 +10,8 @@ per message. Here, instead:
   bytes to each recipient's :class:`FrameWriter` synchronously: no task per recipient.
 - :class:`FrameWriter` owns the writes to one connection's transport. Frames pushed during one
   event-loop iteration leave in one ``transport.write`` (coalescing), in push order. It bounds
-  what may wait for a slow client and disconnects the client past that bound.
+  what may wait for a slow client and disconnects the client past that bound, and it owns the
+  end of the connection: the close frame is the last frame written, then a FIN or a reset.
 
 Ordering: every recipient is one of the gateway's own sockets (the Engine.IO transports of
 :mod:`realtime_gateway.engine_ws` and :mod:`realtime_gateway.engine_polling`, the plain ``/ws``
