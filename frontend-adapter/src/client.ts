@@ -118,6 +118,9 @@ export class RealtimeClient {
   readonly #events = new TypedEmitter<Record<string, unknown>>();
   readonly #queue: BoundedQueue<PendingRequest>;
   readonly #rooms = new Set<string>();
+  /** Users whose `user_status` this client watches (re-watched after every reconnect). */
+  readonly #watched = new Set<string>();
+  #watchingEveryone = false;
   #socket: Socket | null = null;
   #state: ConnectionState = 'disconnected';
   /** Bumped by connect()/close: async work of an older session (token fetch, timer) is void. */
@@ -198,10 +201,13 @@ export class RealtimeClient {
 
   /**
    * Closes the connection for good: pending connects and queued requests reject with
-   * {@link ClientClosedError}, and the room list is forgotten (a later `connect()` starts clean).
+   * {@link ClientClosedError}, and the rooms and presence watches are forgotten (a later
+   * `connect()` starts clean).
    */
   disconnect(): void {
     this.#close(new ClientClosedError());
+    this.#watched.clear();
+    this.#watchingEveryone = false;
     if (this.#rooms.size > 0) {
       this.#rooms.clear();
       this.#events.emit('rooms', this.rooms);
@@ -254,6 +260,26 @@ export class RealtimeClient {
     const { messages } = (await this.#submit('history', { room, ...options })).ack;
     if (!Array.isArray(messages)) return [];
     return messages.filter(isRecord).map((message) => toEnvelope(String(message['type']), message));
+  }
+
+  /**
+   * Receive `user_status` envelopes for `userIds` (`'*'`: every user) from now on, also after a
+   * reconnect; resolves to their current status (`{}` for `'*'`). Needed with a gateway started
+   * with `--presence-announce watchers`; harmless with `all`, where each change still arrives once.
+   */
+  async watchPresence(userIds: readonly string[] | '*'): Promise<Record<string, 'online' | 'offline'>> {
+    const { ack } = await this.#submit('watch_presence', userIds === '*' ? '*' : [...userIds]);
+    if (userIds === '*') this.#watchingEveryone = true;
+    else for (const id of userIds) this.#watched.add(id);
+    const users = ack['users'];
+    return isRecord(users) ? (users as Record<string, 'online' | 'offline'>) : {};
+  }
+
+  /** Stops watching `userIds` (`'*'`: stops watching everyone; single users stay watched). */
+  async unwatchPresence(userIds: readonly string[] | '*'): Promise<AckOk> {
+    if (userIds === '*') this.#watchingEveryone = false;
+    else for (const id of userIds) this.#watched.delete(id);
+    return (await this.#submit('unwatch_presence', userIds === '*' ? '*' : [...userIds])).ack;
   }
 
   /**
@@ -335,6 +361,8 @@ export class RealtimeClient {
     // a resumed session has its rooms back already; a new one joins them again
     if (!recovered) await this.#rejoinRooms(link);
     if (link !== this.#link) return;
+    await this.#rewatch(); // watches are not part of a recovered session
+    if (link !== this.#link) return;
     this.#setState('connected');
     for (const waiter of this.#waiters.splice(0)) waiter.resolve();
     await this.#flush(link);
@@ -370,6 +398,14 @@ export class RealtimeClient {
     });
     for (const room of refused) this.#rooms.delete(room);
     if (refused.length > 0) this.#events.emit('rooms', this.rooms);
+  }
+
+  /** Watches again what was watched (at most 1000 ids per request, the gateway's limit). */
+  async #rewatch(): Promise<void> {
+    const ids = [...this.#watched];
+    const batches: unknown[] = this.#watchingEveryone ? ['*'] : [];
+    for (let i = 0; i < ids.length; i += 1000) batches.push(ids.slice(i, i + 1000));
+    await Promise.allSettled(batches.map((batch) => this.#transmit('watch_presence', batch)));
   }
 
   /**

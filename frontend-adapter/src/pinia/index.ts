@@ -122,6 +122,9 @@ export const useRealtimeStore = defineStore('realtime', () => {
   const sendToUser = (userId: string, message: string | ChatContent): Promise<AckOk> =>
     requireClient().sendToUser(userId, message);
   const ping = (): Promise<number> => requireClient().ping();
+  /** `user_status` for these users (`'*'`: everyone) into `onlineUsers`, also after reconnects. */
+  const watchPresence = (userIds: readonly string[] | '*'): Promise<Record<string, 'online' | 'offline'>> =>
+    requireClient().watchPresence(userIds);
 
   function markNotificationRead(id: string): void {
     const notification = notifications.value.find((candidate) => candidate.id === id);
@@ -151,6 +154,7 @@ export const useRealtimeStore = defineStore('realtime', () => {
     sendToRoom,
     sendToUser,
     ping,
+    watchPresence,
     markNotificationRead,
     markAllNotificationsRead,
   };
