@@ -3,11 +3,12 @@
 answers the same and a restarted node forgets nothing.
 
 Each entry's id is the message's id on the cluster bus, and its offset in history answers is that
-id (an ordered string, usable as ``before``). Every node writes every message it reads from the
-bus — its own once they come back through it, when their bus id is known. The copies other nodes
-write are refused by Redis (an entry id must grow), so a message is stored once, and it is stored
-as long as one node is up. Writes leave in one pipeline per batch, off the message path; reads
-go to Redis (an unreachable Redis is a 503 answer).
+id (an ordered string, usable as ``before``). A node stores its own messages once they come back
+through the bus (their bus id is known then); messages of other writers (emitters: origins that
+write no heartbeat) every node stores, and Redis refuses all copies but the first (an entry id
+must grow). Writes leave in one pipeline per batch, off the message path; reads go to Redis (an
+unreachable Redis is a 503 answer). A node that dies before its messages came back leaves them
+out of history (they were delivered).
 
 Relies on :class:`realtime_gateway.recovery_cluster.RecoveringStreamManager`'s ``position`` and
 its report of this node's entries coming back (:meth:`RedisHistory.own_written`).
@@ -55,7 +56,8 @@ class RedisHistory:
                 if len(self._own) > PENDING_MAX:
                     del self._own[next(iter(self._own))]
             return
-        self._enqueue(room, pos[2].decode(), envelope)
+        if pos[0] not in self.manager.node_origins:  # a node stores its own
+            self._enqueue(room, pos[2].decode(), envelope)
 
     def own_written(self, seq: int, entry_id: bytes) -> None:
         mine = self._own.pop(seq, None)
@@ -77,9 +79,9 @@ class RedisHistory:
                 try:
                     async with self.redis.pipeline(transaction=False) as pipe:
                         for room, entry_id, text in batch:
-                            key = PREFIX + room
-                            pipe.xadd(key, {"e": text}, id=entry_id, maxlen=self.size, approximate=False)
-                            pipe.expire(key, int(self.ttl))
+                            pipe.xadd(PREFIX + room, {"e": text}, id=entry_id, maxlen=self.size, approximate=False)
+                        for room in {room for room, _, _ in batch}:
+                            pipe.expire(PREFIX + room, int(self.ttl))
                         # another node stored most entries first: Redis refuses those copies
                         await pipe.execute(raise_on_error=False)
                 except Exception as exc:

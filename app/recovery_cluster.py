@@ -32,8 +32,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from .bus import StreamManager, _stream_id
-from .bus_wire import FIELD_ORIGIN, FIELD_SEQ
+from .bus import HEARTBEAT, StreamManager, _stream_id
+from .bus_wire import FIELD_METHOD, FIELD_ORIGIN, FIELD_SEQ
 from .recovery import Entry, Journal, Resumption, Session
 
 if TYPE_CHECKING:
@@ -47,6 +47,8 @@ CATCH_UP_TIMEOUT = 2.0
 """How long a resuming node waits to have read what the old node had read (normally: ms)."""
 CATCH_UP_POLL = 0.02
 OWN_IDS_KEPT = 200_000
+NODE_ORIGINS_KEPT = 10_000
+HEARTBEAT_METHOD = HEARTBEAT.encode()
 
 
 class RecoveringStreamManager(StreamManager):
@@ -60,6 +62,8 @@ class RecoveringStreamManager(StreamManager):
         self.highest: dict[bytes, int] = {}
         """The highest sequence number read, per origin."""
         self.first_read: bytes | None = None
+        self.node_origins: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+        """Origins that write heartbeats: gateway nodes (each stores its own messages in history)."""
         self.session_store: SessionStore | None = None
 
     async def emit(  # type: ignore[override]
@@ -101,6 +105,10 @@ class RecoveringStreamManager(StreamManager):
             return await super()._receive(fields)
         if origin is not None and seq > self.highest.get(origin, 0):
             self.highest[origin] = seq
+        if origin is not None and fields.get(FIELD_METHOD) == HEARTBEAT_METHOD and origin not in self.node_origins:
+            self.node_origins[origin] = None
+            if len(self.node_origins) > NODE_ORIGINS_KEPT:
+                self.node_origins.popitem(last=False)
         self.position = (origin, seq, entry_id)
         try:
             await super()._receive(fields)

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from conftest import make_token, uid
 from delivery import join, wait_subscribed, wait_until
+from realtime_gateway import Emitter
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -154,6 +155,11 @@ async def test_cluster_history_is_in_redis_the_same_on_every_node_and_survives_a
     await members[1].inbox.next("room_message", id=ids[-1])
     ids += await say(members[1], room, 3)
     await members[0].inbox.next("room_message", id=ids[-1])
+    async with Emitter(redis_server.url) as emitter:  # not a node: every node stores it, once
+        ids.append(await emitter.broadcast_to_room(room, "room_message", {"text": "from a back end"}))
+    for member in members:
+        await member.inbox.next("room_message", id=ids[-1])
+    ids = ids[-5:]
 
     async def history(node_index: int, **query: Any) -> list[dict[str, Any]]:
         headers = {"Authorization": f"Bearer {API_KEY}"}
