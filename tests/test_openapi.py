@@ -217,6 +217,16 @@ async def test_real_answers_match_the_documented_schemas(gateway_factory, redis_
         await check(single.url, "GET", "/ws", 401)
         await check(single.url, "GET", f"/ws?token={make_token('late', ttl=-10)}", 401)
         await check(single.url, "GET", f"/ws?token={token}", 400)  # a plain GET, no upgrade
+        # refused before the upgrade: origin, connection limits (user, then node)
+        limited = gateway_factory(
+            env={"CORS_ORIGINS": "https://ok.example", "MAX_CONNECTIONS": "2", "MAX_CONNECTIONS_PER_USER": "1"}
+        )
+        evil = {"Origin": "https://evil.example"}
+        await check(limited.url, "GET", f"/ws?token={token}", 403, headers=evil)
+        await clients.ws(limited.ws_url, token)
+        await check(limited.url, "GET", f"/ws?token={token}", 429)
+        await clients.ws(limited.ws_url, make_token("openapi-other"))
+        await check(limited.url, "GET", f"/ws?token={make_token('openapi-third')}", 503)
 
         # back end
         message = {"target": {"user": "openapi-user"}, "type": "notification", "content": {"title": "t"}}
