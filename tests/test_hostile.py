@@ -342,6 +342,31 @@ async def test_a_back_end_disconnect_closes_the_websocket(gateway_factory):
     ws.close()
 
 
+async def test_a_back_end_disconnect_ends_a_polling_session_that_ignores_it(gateway_factory):
+    """Long-polling: the poll answer carries the ``41`` alone (a close packet beside it would make
+    socket.io-client report "transport close" and reconnect); a client that does not hang up
+    gets the close packet a little later."""
+    server = gateway_factory(env={"API_KEY": "k" * 32})
+    user = uid()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.url}/socket.io/?EIO=4&transport=polling") as response:
+            sid = json.loads((await response.text())[1:])["sid"]
+        url = f"{server.url}/socket.io/?EIO=4&transport=polling&sid={sid}"
+        async with http.post(url, data="40" + json.dumps({"token": make_token(user)})) as response:
+            assert response.status == 200
+        async with http.get(url) as response:
+            assert "welcome" in await response.text()
+        headers = {"Authorization": "Bearer " + "k" * 32}
+        async with http.post(f"{server.url}/api/disconnect", json={"user": user}, headers=headers) as response:
+            assert response.status == 202
+        async with http.get(url) as response:
+            assert (await response.text()).split("\x1e") == ["41"]
+        started = time.monotonic()
+        async with http.get(url) as response:  # the client ignores it and polls again
+            assert await response.text() == "1"
+        assert time.monotonic() - started < CLOSE_TIMEOUT + 5
+
+
 # -- defect 7: connection limits ------------------------------------------------------------------
 
 
