@@ -208,6 +208,19 @@ async def test_frames_that_carry_no_event_count_against_the_rate_limit(gateway_f
     ws.close()
 
 
+async def test_polling_packets_count_against_the_rate_limit(gateway_factory):
+    """One POST carrying 300 Engine.IO pings: past the burst the session ends (400), the node
+    does not answer 300 pongs."""
+    server = gateway_factory(env={"RATE_LIMIT": "5", "RATE_BURST": "20"})
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.url}/socket.io/?EIO=4&transport=polling") as response:
+            sid = json.loads((await response.text())[1:])["sid"]
+        url = f"{server.url}/socket.io/?EIO=4&transport=polling&sid={sid}"
+        async with http.post(url, data="\x1e".join(["2probe"] * 300)) as response:
+            assert response.status == 400
+            assert "rate limit" in (await response.json())["error"]["message"]
+
+
 # -- defect 3: binary attachments ---------------------------------------------------------------
 
 
