@@ -205,6 +205,7 @@ class Gateway:
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: kill() reaches --workers children too
             )
         if wait:
             self.wait_healthy()
@@ -242,12 +243,16 @@ class Gateway:
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+                self.kill()
 
     def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
+        """SIGKILL the process and everything it started (a SIGKILLed supervisor cannot stop its
+        workers, which would otherwise live on, orphaned, after the test)."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.proc.poll() is None:
             self.proc.wait(5)
 
 
