@@ -154,3 +154,22 @@ def test_report_tables_are_well_formed(smoke):
         if ("delivered msgs/s" in row[0] or "fixed rate" in row[0]) and not row[2].startswith("n/a"):
             reorders = row[1] == KINDS["vanilla"].label and row[0].startswith("2 nodes")
             assert row[8:10] == ["0", "0"] and (row[10] == "yes" or reorders), row
+
+
+def test_scale_run_reaches_every_connection_on_every_worker():
+    """bench/scale.py in miniature: 2 workers, one load-generator process each from its own
+    source address; every connection is counted, joins, and receives the one broadcast."""
+    args = ["--workers", "2", "--per-worker", "20", "--hold", "1", "--connect-budget", "10"]
+    proc = subprocess.run(
+        [sys.executable, "bench/scale.py", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert "errors" not in result, result
+    assert (result["connections"], result["failed"], result["joined"]) == (40, 0, 40), result
+    assert result["broadcast_received"] == 40, result
+    assert len(result["heartbeat_cpu_per_worker"]) == 2 and result["rss_mb_all_workers"] > 0, result

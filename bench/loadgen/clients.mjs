@@ -59,10 +59,11 @@ class Acks {
 }
 
 export class MinimalClient {
-  static open(baseUrl, token, hooks, { deflate = true, timeoutMs = 15000 } = {}) {
+  static open(baseUrl, token, hooks, { deflate = true, timeoutMs = 15000, localAddress } = {}) {
     const c = new MinimalClient(hooks);
     c.ws = new RawWebSocket((buf) => c.onFrame(buf, token), () => c.onClose());
-    return c.connectVia(() => c.ws.open(wsUrl(baseUrl, '/socket.io/?EIO=4&transport=websocket'), { deflate }), timeoutMs);
+    const url = wsUrl(baseUrl, '/socket.io/?EIO=4&transport=websocket');
+    return c.connectVia(() => c.ws.open(url, { deflate, localAddress }), timeoutMs);
   }
 
   // Resolves once both the CONNECT answer and "welcome" arrived, after `start` opened the transport.

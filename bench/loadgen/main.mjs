@@ -7,7 +7,7 @@
 // Scenarios: fanout (also mixed with --ws-share, and cluster with several --url; --rate R: R messages/s,
 // open loop, instead of --window), rooms (--clients N in rooms of --room-size, every client sending;
 // --rate R msgs/s over all of them for --duration-ms, else saturation with --messages each),
-// connect, ping, ack (join_room with an ack, closed loop).
+// connect, ping, ack (join_room with an ack, closed loop), hold (one process of bench/scale.py).
 // --pids names the server processes whose CPU share and memory are read from /proc.
 // --users K spreads the connections over K user ids (default 0: one user per connection).
 // --watch K: every connection watches K other users' presence (watch_presence).
@@ -36,6 +36,11 @@ const { values: a } = parseArgs({
     'stall-ms': { type: 'string', default: '5000' },
     'timeout-ms': { type: 'string', default: '300000' },
     'no-deflate': { type: 'boolean', default: false },
+    'local-address': { type: 'string' },
+    'hold-from': { type: 'string', default: '0' },
+    'hold-until': { type: 'string', default: '0' },
+    'send-at': { type: 'string', default: '0' },
+    sender: { type: 'boolean', default: false },
   },
 });
 
@@ -65,6 +70,11 @@ const opts = {
   stallMs: int('stall-ms'),
   // Browsers offer permessage-deflate, so by default we do too; the server decides.
   deflate: !a['no-deflate'],
+  localAddress: a['local-address'],
+  holdFrom: Number(a['hold-from']),
+  holdUntil: Number(a['hold-until']),
+  sendAt: Number(a['send-at']),
+  sender: a.sender,
 };
 
 // Hard stop: whatever happens, this process ends by itself.

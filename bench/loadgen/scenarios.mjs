@@ -332,6 +332,53 @@ export async function connect(o) {
   };
 }
 
+// Many idle connections, for one process of a multi-process run (bench/scale.py): connect
+// `clients` (from --local-address), join one room, stay idle until --hold-until (epoch ms; every
+// process connects by then) while the servers' CPU is measured (the heartbeats), then at
+// --send-at the --sender process sends one marked room_message, and every process counts how many
+// of its connections received it within --stall-ms.
+export async function hold(o) {
+  const waitUntil = (epochMs) => sleep(Math.max(0, epochMs - Date.now()));
+  let received = 0;
+  const latencies = [];
+  const t0 = nowMicros();
+  const { clients, failed, firstError } = await openMany(o.clients, o.concurrency, o, (i) => ({
+    Client: CLIENTS.minimal,
+    url: o.urls[i % o.urls.length],
+    hooks: { onMark: (seq, t) => { received++; latencies.push(nowMicros() - t); } },
+  }));
+  const connectSeconds = (nowMicros() - t0) / 1e6;
+  const acks = await Promise.all(clients.map((c) => c.request('join_room', ROOM).catch(() => null)));
+  const joined = acks.filter((a) => a?.ok).length;
+  if (Date.now() > o.holdFrom) {
+    closeAll(clients);
+    return { error: `not connected by --hold-from (${connectSeconds.toFixed(1)} s, ${failed} failed: ${firstError})` };
+  }
+  await waitUntil(o.holdFrom);
+  const cpu = cpuWindow(o.pids);
+  await waitUntil(o.holdUntil);
+  const usage = cpu.stop();
+  const rss = o.pids.reduce((sum, pid) => sum + rssBytes(pid), 0);
+  await waitUntil(o.sendAt);
+  if (o.sender && clients.length) clients[0].emit('room_message', { room: ROOM, text: mark(0, nowMicros()) });
+  const deadline = Date.now() + o.stallMs;
+  while (received < clients.length && Date.now() < deadline) await sleep(50);
+  const result = {
+    connections: clients.length,
+    failed,
+    ...(firstError ? { first_error: firstError } : {}),
+    joined,
+    conns_per_s: Math.round(clients.length / connectSeconds),
+    connect_seconds: Math.round(connectSeconds * 10) / 10,
+    received,
+    ...latencySummary(latencies),
+    rss_mb: Math.round(rss / 1048576),
+    ...usage,
+  };
+  closeAll(clients);
+  return result;
+}
+
 // `clients` connections, each in a closed loop for `durationMs`: send a request, wait for its
 // answer. ping: `ping` without an ack, answered by a `pong` envelope; ack: `join_room` with an ack
 // (the room is joined the first time, so the rest measure the ack path itself).
@@ -387,4 +434,4 @@ export const ack = (o) => roundTrips(o, (c, done) => {
   c.request('join_room', ROOM).then((answer) => { if (answer?.ok) done(); }, () => {});
 });
 
-export const SCENARIOS = { fanout, rooms, connect, ping, ack };
+export const SCENARIOS = { fanout, rooms, connect, ping, ack, hold };

@@ -30,13 +30,14 @@ export class RawWebSocket {
   }
 
   // Resolves once the server answered 101; rejects with "<path> answered HTTP <status>" else.
-  open(urlString, { deflate = true } = {}) {
+  // localAddress: the source address (127.0.0.2, ...: one address has ~28k ephemeral ports).
+  open(urlString, { deflate = true, localAddress } = {}) {
     const url = new URL(urlString);
     const pmd = deflate ? new PerMessageDeflate({}) : null;
     const offer = pmd ? `Sec-WebSocket-Extensions: ${extension.format({
       'permessage-deflate': [pmd.offer()] })}\r\n` : '';
     return new Promise((resolve, reject) => {
-      const sock = net.connect({ host: url.hostname, port: Number(url.port) || 80 });
+      const sock = net.connect({ host: url.hostname, port: Number(url.port) || 80, ...(localAddress ? { localAddress } : {}) });
       this.sock = sock;
       sock.setNoDelay(true);
       let head = EMPTY;
