@@ -19,9 +19,9 @@ channel, anything else that fails on it) is logged with its channel, counted in
 ``gateway_bridge_dropped_total`` and dropped; it never stops the subscription.
 
 Liveness: a pub/sub connection that silently stopped delivering (half-open TCP, a frozen Redis)
-looks exactly like a quiet channel. So the bridge PINGs through its subscription every
-``PING_EVERY`` seconds and resubscribes on a fresh connection when nothing at all (no message,
-no pong) arrived for ``SILENCE_LIMIT``. A lost Redis connection is retried with back-off for as
+looks exactly like a quiet channel. So the bridge PINGs through its subscription and resubscribes
+on a fresh connection when nothing at all (no message, no pong) arrives for a while
+(:func:`realtime_gateway.bus_wire.live_messages`). A lost Redis connection is retried with back-off for as
 long as the node runs. Pub/sub keeps nothing: what is published while a node resubscribes is
 lost for that node (the Go services' contract; the cluster bus itself is durable).
 """
@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -39,7 +38,7 @@ from aiohttp import web
 
 from .appkeys import EVENTS_KEY, SETTINGS_KEY
 from .auth import user_room
-from .bus_wire import redis_client
+from .bus_wire import live_messages, redis_client
 from .emitter import check_type
 from .envelope import Envelope, ProtocolError, complete_envelope
 from .handlers import ClientEvents
@@ -52,9 +51,6 @@ PREFIX = "websocket:"
 PATTERN = PREFIX + "*"
 RETRY_FIRST = 0.5
 RETRY_MAX = 10.0
-PING_EVERY = 2.0
-SILENCE_LIMIT = 6.0
-"""Seconds without any answer (a message or a pong) after which the subscription is replaced."""
 COMMAND_TIMEOUT = 3.0
 
 
@@ -123,7 +119,8 @@ class LegacyBridge:
                 await pubsub.psubscribe(PATTERN)
                 log.info("legacy bridge subscribed to %s", PATTERN)
                 delay = RETRY_FIRST
-                await self._listen(pubsub)
+                async for message in live_messages(pubsub):
+                    await self.handle(message["channel"].decode(errors="replace"), message["data"])
             except Exception as exc:  # any Redis failure: resubscribe on a fresh connection
                 log.warning("legacy bridge lost Redis (%s); retrying in %.1f s", exc or type(exc).__name__, delay)
             finally:
@@ -131,23 +128,6 @@ class LegacyBridge:
                     await asyncio.wait_for(pubsub.aclose(), COMMAND_TIMEOUT)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
-
-    async def _listen(self, pubsub: Any) -> None:
-        """Deliver messages until the subscription goes silent for ``SILENCE_LIMIT`` seconds."""
-        heard = pinged = time.monotonic()
-        while True:
-            now = time.monotonic()
-            if now - heard > SILENCE_LIMIT:
-                raise ConnectionError(f"no answer on the subscription for {SILENCE_LIMIT:.0f} s (half-open?)")
-            if now - pinged >= PING_EVERY:
-                await pubsub.ping()
-                pinged = now
-            message = await pubsub.get_message(timeout=PING_EVERY)
-            if message is None:
-                continue
-            heard = time.monotonic()
-            if message["type"] == "pmessage":
-                await self.handle(message["channel"].decode(errors="replace"), message["data"])
 
     async def handle(self, channel: str, data: Any) -> None:
         """Deliver one payload, or drop it with a log line and a count; never raises."""

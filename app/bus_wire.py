@@ -14,14 +14,17 @@ with the same ``o``/``n``: :class:`SeenFilter` on every reader drops the second 
 what makes retries safe; nothing else on the bus needs to be idempotent.
 
 :func:`redis_client` is the one place connection liveness is configured (timeouts, TCP
-keepalive, health checks), for the bus, the emitters, the legacy bridge and presence alike.
+keepalive, health checks), for the bus, the emitters, the legacy bridge and presence alike;
+:func:`live_messages` is how a pub/sub subscription proves it is alive.
 """
 
 from __future__ import annotations
 
 import collections
 import socket
+import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import redis
@@ -71,6 +74,33 @@ def _options(timeout: float, name: str) -> dict[str, Any]:
         # writes because the retry carries the same origin and sequence number
         "retry": Retry(NoBackoff(), 1),
     }
+
+
+PING_EVERY = 2.0
+SILENCE_LIMIT = 6.0
+"""Seconds without any answer on a subscription (a message or a pong) after which it counts as
+dead. A pub/sub connection that silently stopped delivering (half-open TCP, a frozen Redis) looks
+exactly like a quiet channel, and redis-py's health check sends PINGs but never misses a pong."""
+
+
+async def live_messages(pubsub: Any) -> AsyncIterator[dict[str, Any]]:
+    """The ``message``/``pmessage`` messages of a redis-py subscription, PINGing through it
+    every ``PING_EVERY`` seconds; raises ConnectionError once nothing at all arrived for
+    ``SILENCE_LIMIT`` seconds, so the caller resubscribes on a fresh connection."""
+    heard = pinged = time.monotonic()
+    while True:
+        now = time.monotonic()
+        if now - heard > SILENCE_LIMIT:
+            raise ConnectionError(f"no answer on the subscription for {SILENCE_LIMIT:.0f} s (half-open?)")
+        if now - pinged >= PING_EVERY:
+            await pubsub.ping()
+            pinged = now
+        message = await pubsub.get_message(timeout=PING_EVERY)
+        if message is None:
+            continue
+        heard = time.monotonic()
+        if message["type"] in ("message", "pmessage"):
+            yield message
 
 
 def new_origin() -> str:

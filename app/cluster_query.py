@@ -29,6 +29,8 @@ from typing import Any
 
 import redis.asyncio as redis
 
+from .bus_wire import live_messages
+
 log = logging.getLogger(__name__)
 
 QUERY_CHANNEL = "gateway:ops:query"
@@ -126,10 +128,8 @@ class NodeQueries:
             try:
                 await pubsub.subscribe(*channels)
                 self._subscribed.set()
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None and message.get("type") == "message":
-                        await self._handle_safely(message["channel"], message["data"])
+                async for message in live_messages(pubsub):  # PINGs: a half-open link is replaced
+                    await self._handle_safely(message["channel"], message["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -33,6 +33,7 @@ pytestmark = pytest.mark.timeout(150)
 SEND_EVERY = 0.05
 ACK_TIMEOUT = 10.0
 HEAL_BOUND = 30.0
+API_KEY = "faults-key-0123456789"
 NODE_ENV = {"RATE_LIMIT": "1000", "RATE_BURST": "1000", "LOG_LEVEL": "INFO"}
 
 
@@ -262,22 +263,42 @@ async def bridge_heals(redis_url: str, recipient: Any, since: float) -> float:
     raise AssertionError("unreachable")
 
 
+async def ops_heal(url: str, since: float) -> float:
+    """Ask node 1's operator API until both nodes answer it again; seconds since ``since``.
+    (Its question and the answers travel on pub/sub channels node 1 subscribes to. Redis still
+    counts node 1's dead subscription as a listener until its own keepalive drops it, so the
+    answer says one node ``missing`` meanwhile: the ghost, not a live node.)"""
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    await asyncio.sleep(1)  # let the cut bite first
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(f"{url}/api/ops/nodes", headers=headers) as response:
+                body = await response.json()
+            if response.status == 200 and body.get("scope") == "cluster" and len(body["nodes"]) == 2:
+                return time.monotonic() - since
+            await asyncio.sleep(0.5)
+
+
 async def test_half_open_link_is_detected_and_healed(redis_server, gateway_factory, clients):
     """Node 1 reaches Redis through a proxy that stops forwarding without closing anything: its
-    bus and its legacy bridge must notice and reconnect (the pub/sub bridge may lose what was
-    published meanwhile, by contract; the bus nothing)."""
+    bus, its legacy bridge and its operator-query subscription must notice and reconnect (the
+    pub/sub ones may lose what was published meanwhile, by contract; the bus nothing)."""
     proxy = await BlackholeProxy(redis_server.port).start()
     try:
-        cluster = await start_cluster(gateway_factory, clients, [proxy.url, redis_server.url])
+        urls = [proxy.url, redis_server.url]
+        cluster = await start_cluster(gateway_factory, clients, urls, API_KEY=API_KEY)
         await wait_subscribed(redis_server.url, nodes=2)
         cluster.traffic.start(senders(cluster))
         await asyncio.sleep(1.5)
         assert proxy.cut() > 0
         cut_at = time.monotonic()
         bridge = asyncio.create_task(bridge_heals(redis_server.url, cluster.recipients[0], cut_at))
+        ops = asyncio.create_task(ops_heal(cluster.nodes[0].url, cut_at))
         await settle_and_check("half-open Redis link (black hole)", cluster, cut_at, extra=10)
         healed = await asyncio.wait_for(bridge, HEAL_BOUND)
         print(f"legacy bridge on node 1 delivering again {healed:.1f} s after the cut")
+        healed = await asyncio.wait_for(ops, HEAL_BOUND)
+        print(f"operator queries on node 1 answered by both nodes again {healed:.1f} s after the cut")
         assert "legacy bridge lost Redis (no answer on the subscription" in cluster.nodes[0].log()
     finally:
         await proxy.close()
