@@ -1,8 +1,10 @@
 """Chaos: nothing accepted is lost, nothing is delivered twice, every reconnect recovers.
 
 Real processes: a Redis with an append-only file (fsync always), two gateway nodes, 100 clients
-in 10 rooms — 50 stock socket.io-client sockets (Node, ``tests/node/chaos_clients.mjs``) and 50
-plain ``/ws`` clients here that resume with ``session`` and ``offset``. Every client reaches the
+in 10 rooms — 50 Socket.IO clients in Node (``tests/node/chaos_clients.mjs``: 30 stock
+socket.io-client sockets, 10 of the project's ``RealtimeClient`` and 10 ``GatewayWebSocket``, from
+frontend-adapter's built ``dist/``, rebuilt here when older than its sources) and 50 plain ``/ws``
+clients here that resume with ``session`` and ``offset``. Every client reaches the
 cluster through its own TCP proxy, which plays the load balancer (it keeps a client on the node
 that last served it and moves it when that node is down) and the network (it cuts the client's
 connections and refuses new ones for a while). For ``CHAOS_SECONDS`` (60) about 200 messages a
@@ -10,9 +12,13 @@ second come from the clients, the HTTP API and the Emitter, while: 20 clients lo
 connection for 2-20 s, one node is SIGKILLed and restarted (its clients move to the other node),
 and Redis is SIGKILLed and restarted.
 
-Accepted means: acknowledged ``ok`` to the client, answered 202 by the HTTP API, or given an id
-by the Emitter. Every accepted message must reach every member of its room exactly once, and no
-reconnect may come back with ``recovered: false``.
+What a ``RealtimeClient`` or ``GatewayWebSocket`` received is counted as its application sees it,
+after the adapter's drop of repeated ids, and its ``recovery`` event gives its recovered:false.
+
+Accepted means: acknowledged ``ok`` to the client (a ``/ws`` client here, or an adapter client in
+Node, which sends through the adapter's offline queue while disconnected), answered 202 by the
+HTTP API, or given an id by the Emitter. Every accepted message must reach every member of its
+room exactly once, and no reconnect may come back with ``recovered: false``.
 
 Runs when ``CHAOS=1`` or in CI (``CI=true``): a few minutes of two busy cores.
 """
@@ -47,9 +53,22 @@ pytestmark = [
 
 SECONDS = float(os.environ.get("CHAOS_SECONDS", "60"))
 ROOMS = 10
-PER_ROOM = 5  # of each kind: 5 Socket.IO + 5 plain WebSocket members per room
+PER_ROOM = 5  # of each transport: 5 Socket.IO + 5 plain WebSocket members per room
+# the Socket.IO members of a room, by position: the client package's two classes, then stock sockets
+NODE_KINDS = ("client", "gws", "sio", "sio", "sio")
 API_KEY = "chaos-api-key-0123456789abcdef"
 NODE_SCRIPT = Path(__file__).parent / "node" / "chaos_clients.mjs"
+ADAPTER = Path(__file__).parent.parent / "frontend-adapter"
+
+
+def build_adapter(npm: str) -> None:
+    """Builds frontend-adapter's ``dist/`` unless it is newer than every source file, so the test
+    never runs an out-of-date client package (or none)."""
+    built = ADAPTER / "dist" / "index.js"
+    sources = [ADAPTER / "package.json", *(ADAPTER / "src").rglob("*.ts")]
+    if built.exists() and built.stat().st_mtime >= max(path.stat().st_mtime for path in sources):
+        return
+    subprocess.run([npm, "run", "--silent", "build"], cwd=ADAPTER, check=True, timeout=300)
 
 
 class Balancer:
@@ -196,8 +215,9 @@ async def wait_ready(urls: list[str], timeout: float = 60) -> None:
 
 
 async def test_chaos(gateway_factory, tmp_path):
-    node_bin = shutil.which("node")
-    assert node_bin, "the chaos test needs Node.js (tests/node/chaos_clients.mjs)"
+    node_bin, npm = shutil.which("node"), shutil.which("npm")
+    assert node_bin and npm, "the chaos test needs Node.js and npm (tests/node/chaos_clients.mjs)"
+    build_adapter(npm)
     redis = RedisServer(appendonly=True, data_dir=tmp_path, fsync="always")
     redis.start()
     env = {
@@ -219,12 +239,20 @@ async def test_chaos(gateway_factory, tmp_path):
     members = {room: [] for room in rooms}
     node_clients = []
     for i, balancer in enumerate(sio_balancers):
-        room = rooms[i % ROOMS]
-        node_clients.append({"url": balancer.url, "token": make_token(uid("sio")), "room": room})
-        members[room].append(("sio", i))
+        room, kind = rooms[i % ROOMS], NODE_KINDS[i // ROOMS]
+        node_clients.append({"kind": kind, "url": balancer.url, "token": make_token(uid(kind)), "room": room})
+        members[room].append((kind, i))
     ws_clients = [ResumingWs(http, b, uid("ws"), rooms[i % ROOMS]) for i, b in enumerate(ws_balancers)]
     for i, client in enumerate(ws_clients):
         members[client.room].append(("ws", i))
+
+    def tell_script(command: str) -> None:
+        script.stdin.write(f"{command}\n")
+        script.stdin.flush()
+
+    async def script_says() -> str:
+        return (await asyncio.wait_for(asyncio.to_thread(script.stdout.readline), 60)).strip()
+
     script = subprocess.Popen(
         [node_bin, str(NODE_SCRIPT)],
         env={**os.environ, "CHAOS_CLIENTS": json.dumps(node_clients)},
@@ -234,11 +262,11 @@ async def test_chaos(gateway_factory, tmp_path):
     )
     try:
         await wait_ready([n.url for n in nodes])
-        ready = await asyncio.wait_for(asyncio.to_thread(script.stdout.readline), 60)
-        assert ready.strip() == "READY", ready
+        assert (ready := await script_says()) == "READY", ready
         await asyncio.wait_for(asyncio.gather(*(c.joined.wait() for c in ws_clients)), 60)
         started = time.monotonic()
         stop = started + SECONDS
+        tell_script(f"TALK {SECONDS}")  # the adapter clients: 20 x 1/s
 
         async def clients_talk() -> None:  # 50 clients x 2/s
             while time.monotonic() < stop:
@@ -277,22 +305,28 @@ async def test_chaos(gateway_factory, tmp_path):
 
         async def faults() -> None:
             rng = random.Random(14)
-            plan: list[tuple[float, Any]] = [
-                (SECONDS * 0.25, lambda: nodes[0].kill()),
-                (SECONDS * 0.33, lambda: nodes[0].start(wait=False)),
-                (SECONDS * 0.55, redis.kill),
-                (SECONDS * 0.60, redis.start),
+            # (when, action, whether it blocks): process kills and starts wait for the process, so
+            # they run in a thread; a cut runs on the loop, which owns the proxy's transports
+            plan: list[tuple[float, Any, bool]] = [
+                (SECONDS * 0.25, lambda: nodes[0].kill(), True),
+                (SECONDS * 0.33, lambda: nodes[0].start(wait=False), True),
+                (SECONDS * 0.55, redis.kill, True),
+                (SECONDS * 0.60, redis.start, True),
             ]
             for _ in range(20):
                 victim, seconds = rng.choice(balancers), rng.uniform(2, min(20, SECONDS * 0.3))
-                plan.append(
-                    (rng.uniform(SECONDS * 0.05, SECONDS * 0.95 - seconds), lambda v=victim, s=seconds: v.block(s))
-                )
-            for at, action in sorted(plan, key=lambda step: step[0]):
+                at = rng.uniform(SECONDS * 0.05, SECONDS * 0.95 - seconds)
+                plan.append((at, lambda v=victim, s=seconds: v.block(s), False))
+            for at, action, blocks in sorted(plan, key=lambda step: step[0]):
                 await asyncio.sleep(max(0.0, started + at - time.monotonic()))
-                await asyncio.to_thread(action)
+                if blocks:
+                    await asyncio.to_thread(action)
+                else:
+                    action()
 
         await asyncio.gather(clients_talk(), api_publishes(), emitter_sends(), faults())
+        tell_script("SETTLE")  # every adapter message acknowledged (or refused) before the markers
+        assert (settled := await script_says()) == "SETTLED", settled
         # every client back, every node linked, then one marker per room: once all have it, all is in
         await wait_ready([n.url for n in nodes], timeout=60)
         markers = {}
@@ -305,9 +339,8 @@ async def test_chaos(gateway_factory, tmp_path):
         ):
             await asyncio.sleep(0.2)
         await asyncio.sleep(3)  # the Node sockets get the same frames at the same moment
-        script.stdin.write("REPORT\n")
-        script.stdin.flush()
-        report = json.loads(await asyncio.wait_for(asyncio.to_thread(script.stdout.readline), 60))
+        tell_script("REPORT")
+        report = json.loads(await script_says())
     finally:
         script.kill()
         for client in ws_clients:
@@ -320,7 +353,10 @@ async def test_chaos(gateway_factory, tmp_path):
 
     for client in ws_clients:
         accepted.update(client.accepted)
-    received = {("sio", i): ids for i, ids in enumerate(report["received"])}
+    accepted.update(report["accepted"])
+    if report["refused"]:
+        refused["adapter"] += report["refused"]
+    received = {(node_clients[i]["kind"], i): ids for i, ids in enumerate(report["received"])}
     received.update({("ws", i): c.received for i, c in enumerate(ws_clients)})
     sets = {member: set(ids) for member, ids in received.items()}
     lost = sum(1 for message, room in accepted.items() for member in members[room] if message not in sets[member])
@@ -331,7 +367,8 @@ async def test_chaos(gateway_factory, tmp_path):
         f"\nchaos {SECONDS:.0f} s: accepted {len(accepted)} messages "
         f"({sum(len(members[r]) for r in accepted.values())} deliveries due), "
         f"delivered {sum(len(ids) for ids in received.values())}, lost {lost}, duplicated {duplicated}, "
-        f"reconnects {reconnects}, recovered:false {recovered_false}, refused {dict(refused)}"
+        f"reconnects {reconnects}, recovered:false {recovered_false}, refused {dict(refused)}; "
+        f"Node clients by kind {report['by_kind']}"
     )
     if lost:  # which messages, and who missed them: all members (lost on the way) or a few (a gap)
         missing = collections.Counter(
