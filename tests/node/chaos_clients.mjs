@@ -48,14 +48,19 @@ function onReconnect(index, recovered) {
   }
 }
 
+function refuse(reason) {
+  stats.refused += 1;
+  console.error(`message refused: ${reason}`);
+}
+
 /** Records the outcome of one sent message: accepted when acknowledged ok. */
 function track(room, acknowledged) {
   const settled = acknowledged.then(
     (ack) => {
       if (ack && ack.ok && ack.message_id) accepted[ack.message_id] = room;
-      else stats.refused += 1;
+      else refuse(JSON.stringify(ack));
     },
-    () => (stats.refused += 1),
+    (error) => refuse(String(error)),
   );
   inFlight.add(settled);
   settled.finally(() => inFlight.delete(settled));
