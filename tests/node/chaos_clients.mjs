@@ -5,7 +5,8 @@
 //   client   the project's RealtimeClient (frontend-adapter/dist, which must be built): its own
 //            reconnect loop, its `recovery` event, and its drop of envelope ids already handed over;
 //   gws      the project's GatewayWebSocket (the WebSocket interface over RealtimeClient), fed the
-//            /ws URL an application written for plain WebSocket would give it.
+//            /ws URL an application written for plain WebSocket would give it, and left on the
+//            default transports (long-polling, upgraded to WebSocket), as such an application is.
 // What a `client`/`gws` receives is counted as the application sees it: after the adapter's dedup.
 // The two adapter kinds also talk (one room_message a second each, through the adapter's offline
 // queue while disconnected); an acknowledged one is accepted.
@@ -104,7 +105,7 @@ function realtimeClient({ url, token, room }, index) {
 
 function gatewayWebSocket({ url, token, room }, index) {
   const wsUrl = `${url.replace(/^http/, 'ws')}/ws?token=${encodeURIComponent(token)}`;
-  const socket = new GatewayWebSocket(wsUrl, undefined, { transports: ['websocket'], reconnect: RECONNECT });
+  const socket = new GatewayWebSocket(wsUrl, undefined, { reconnect: RECONNECT });
   const pending = new Map(); // frame id -> resolve
   let frames = 0;
   const send = (frame) =>
