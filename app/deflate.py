@@ -49,9 +49,10 @@ class DeflateFrameWriter(FrameWriter):
         return bytes((compressed[0] | _RSV1,)) + compressed[1:]
 
 
-def frame_writer_for(ws: web.WebSocketResponse, transport: Any, on_overflow: Any, limit: int) -> FrameWriter:
-    """The writer for a prepared WebSocket: compressing when the client accepted the extension."""
-    if not ws.compress:
+def frame_writer_for(ws: Any, transport: Any, on_overflow: Any, limit: int) -> FrameWriter:
+    """The writer for an upgraded connection: compressing when the client accepted the extension
+    (only aiohttp's ``WebSocketResponse`` negotiates it; a detached connection never does)."""
+    if not isinstance(ws, web.WebSocketResponse) or not ws.compress:
         return FrameWriter(transport, on_overflow, limit)
     takeover = "server_no_context_takeover" not in ws.headers.get("Sec-WebSocket-Extensions", "")
     return DeflateFrameWriter(transport, on_overflow, limit, int(ws.compress), takeover)

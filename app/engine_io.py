@@ -25,6 +25,7 @@ from .engine_polling import PollingSocket
 from .engine_ws import EngineSocket, arm_connect_timeout, refuse_websocket
 from .http_errors import ENGINE_IO_PATH, error_response
 from .ws_session import admit, minimal_environ
+from .ws_transport import detached_response
 
 TRANSPORTS = ("polling", "websocket")
 
@@ -106,6 +107,5 @@ async def _upgrade(request: web.Request, polling: PollingSocket) -> web.StreamRe
     ws, sock = await EngineSocket.prepare(request, polling.sio, sid=polling.sid)
     if sock is None:
         polling.resume()
-    else:
-        await sock.take_over(polling)
-    return ws
+        return ws if isinstance(ws, web.StreamResponse) else detached_response()
+    return await sock.keep(ws, sock.take_over(polling))

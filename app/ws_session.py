@@ -6,10 +6,12 @@ Both WebSocket protocols the gateway serves directly — plain JSON envelopes on
 ``eio.sockets``, so python-socketio's connect, event, emit and disconnect paths treat it like
 any other client and every emit reaches it with no special case in the caller.
 
-Per connection it costs one aiohttp handler task and two timer handles: no writer task, no
-queue, no task per inbound message. Outbound frames go through a :class:`~realtime_gateway.fanout.FrameWriter`
-(ordered, coalesced, bounded). A heartbeat timer sends the protocol's ping every
-``ping_interval`` and closes the connection after ``silence_limit`` seconds without a frame.
+Per connection it costs one task (the reader's) and two timer handles: no writer task, no
+queue, no task per inbound message. Once upgraded, the connection no longer belongs to aiohttp's
+request handler (:mod:`realtime_gateway.ws_transport`), except a compressed one. Outbound
+frames go through a :class:`~realtime_gateway.fanout.FrameWriter` (ordered, coalesced,
+bounded). A heartbeat timer sends the protocol's ping every ``ping_interval`` and closes the
+connection after ``silence_limit`` seconds without a frame.
 Every inbound frame is charged to the connection's rate-limit bucket.
 
 Closing is ours, not aiohttp's (:meth:`SessionSocket.shutdown`): the close frame goes through
@@ -36,9 +38,10 @@ suites):
   ``get_session``/``save_session`` (``session``) and ``transport()`` (``upgraded``); the gateway's
   shutdown calls ``close(wait, abort, reason)``.
 - ``engineio.packet.Packet`` (``packet_type``, ``data``, ``encode()``): what ``send`` receives.
-- aiohttp: ``WebSocketResponse.receive()`` calls the public ``close()`` for the closes it starts
-  (overridden by :class:`OwnedWebSocketResponse`); with ``autoclose`` and ``autoping`` off it
-  writes nothing else by itself.
+- aiohttp (compressed connections): ``WebSocketResponse.receive()`` calls the public ``close()``
+  for the closes it starts (overridden by :class:`OwnedWebSocketResponse`); with ``autoclose``
+  and ``autoping`` off it writes nothing else by itself. The others: see
+  :mod:`realtime_gateway.ws_transport`.
 
 The Socket.IO layer's own (``_handle_connect``, ``_send_packet``, ``_handle_event``) are listed in
 :mod:`realtime_gateway.sio_server` and :mod:`realtime_gateway.server`.
@@ -49,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import socketio
@@ -61,13 +65,16 @@ from .deflate import frame_writer_for
 from .fanout import text_frame
 from .handlers import BUCKET_ENVIRON_KEY, TICKET_ENVIRON_KEY
 from .http_errors import error_response
-from .limits import Refusal, Ticket
+from .limits import ConnectionLimits, Refusal, Ticket
 from .ratelimit import TokenBucket
+from .ws_transport import WsProtocol, detach, detached_response, wants_aiohttp
 
 log = logging.getLogger(__name__)
 _S = TypeVar("_S", bound="SessionSocket")
 _FRAMES = (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.PONG)
 _PONG_OPCODE = 0xA
+_SERVING: set[asyncio.Task[None]] = set()
+"""The reader tasks of detached connections (the loop keeps only weak references to tasks)."""
 
 
 class OwnedWebSocketResponse(web.WebSocketResponse):
@@ -101,11 +108,10 @@ def admit(request: web.Request, environ: dict[str, Any], user: str | None = None
     return None
 
 
-def release(request: web.Request, environ: dict[str, Any]) -> None:
+def release(limits: ConnectionLimits | None, environ: dict[str, Any]) -> None:
     """Give the session's ticket back (idempotent: the Socket.IO server releases it too when the
     session ends; this covers a session that never started)."""
     ticket = environ.get(TICKET_ENVIRON_KEY)
-    limits = request.app.get(LIMITS_KEY)
     if limits is not None and isinstance(ticket, Ticket):
         limits.release(ticket)
 
@@ -156,20 +162,29 @@ class SessionSocket:
         refusal = admit(request, environ, user)
         if refusal is not None:
             return refusal
+        limits = request.app.get(LIMITS_KEY)
         try:
             ws, sock = await cls.prepare(request, sio, **kwargs)
-            if sock is not None:
-                await sock.serve(environ)
-            return ws
-        finally:
-            release(request, environ)
+        except BaseException:
+            release(limits, environ)
+            raise
+        if sock is None:
+            release(limits, environ)
+            return ws if isinstance(ws, web.StreamResponse) else detached_response()
+        return await sock.keep(ws, sock._serve_and_release(environ, limits))
 
     @classmethod
     async def prepare(
         cls: type[_S], request: web.Request, sio: socketio.AsyncServer, **kwargs: Any
-    ) -> tuple[web.WebSocketResponse, _S | None]:
+    ) -> tuple[web.WebSocketResponse | WsProtocol | None, _S | None]:
         """Complete the WebSocket handshake; the socket is None when the client vanished during it."""
         settings = request.app[SETTINGS_KEY]
+        if not wants_aiohttp(request, settings.ws_compression):
+            detached = detach(request, settings.max_message_bytes)
+            if detached is None:
+                return None, None
+            transport, protocol = detached
+            return protocol, cls(sio, protocol, transport, settings, **kwargs)
         # compression is off unless configured: frames are encoded once and shared between
         # recipients. autoclose/autoping off: every frame we send goes through the FrameWriter
         ws = OwnedWebSocketResponse(
@@ -183,10 +198,28 @@ class SessionSocket:
             return ws, None
         return ws, cls(sio, ws, request.transport, settings, **kwargs)
 
+    async def keep(self, ws: web.WebSocketResponse | WsProtocol, work: Coroutine[Any, Any, None]) -> web.StreamResponse:
+        """Run ``work`` (the connection's life) and answer aiohttp: inside its handler for
+        aiohttp's own WebSocket, in a task of its own for a detached connection, whose handler
+        returns now."""
+        if isinstance(ws, web.WebSocketResponse):
+            await work
+            return ws
+        task = asyncio.ensure_future(work)
+        _SERVING.add(task)
+        task.add_done_callback(_SERVING.discard)
+        return detached_response()
+
+    async def _serve_and_release(self, environ: dict[str, Any], limits: ConnectionLimits | None) -> None:
+        try:
+            await self.serve(environ)
+        finally:
+            release(limits, environ)
+
     def __init__(
         self,
         sio: socketio.AsyncServer,
-        ws: OwnedWebSocketResponse,
+        ws: OwnedWebSocketResponse | WsProtocol,
         transport: asyncio.Transport,
         settings: Settings,
         sid: str | None = None,
@@ -332,8 +365,8 @@ class SessionSocket:
             msg = await ws.receive()
             kind = msg.type
             if kind not in _FRAMES:  # CLOSE, CLOSING, CLOSED, ERROR
-                if kind == WSMsgType.ERROR:  # aiohttp has already closed with 1009/1002, through us
-                    log.info("websocket eio_sid=%s closed: %s", self.sid, ws.exception())
+                if kind == WSMsgType.ERROR:  # already closed with 1009/1002, through us
+                    log.info("websocket eio_sid=%s closed: %s", self.sid, msg.data)
                 return
             if self.closing:
                 continue
@@ -349,12 +382,11 @@ class SessionSocket:
 
 def minimal_environ(request: web.Request, **extra: Any) -> dict[str, Any]:
     """The part of a WSGI environ the gateway's connect handler reads (kept per connection,
-    so it is small; ``aiohttp.request`` gives embedders everything else)."""
+    so it is small; no reference to the request, which would keep all of it alive)."""
     environ: dict[str, Any] = {
         "REQUEST_METHOD": request.method,
         "QUERY_STRING": request.query_string,
         "REMOTE_ADDR": request.remote,
-        "aiohttp.request": request,
         **extra,
     }
     authorization = request.headers.get("Authorization")

@@ -57,9 +57,15 @@ class RawWebSocket:
 
     @classmethod
     async def open(
-        cls, port: int, path: str, headers: dict[str, str] | None = None, rcvbuf: int | None = None
+        cls,
+        port: int,
+        path: str,
+        headers: dict[str, str] | None = None,
+        rcvbuf: int | None = None,
+        early: bytes = b"",
     ) -> RawWebSocket:
-        """Send the upgrade request and read the response head (``status`` 101 or an HTTP error)."""
+        """Send the upgrade request (and ``early``, frames in the same write, before any
+        answer) and read the response head (``status`` 101 or an HTTP error)."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:  # before connect, so the advertised window is small from the start
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -76,7 +82,7 @@ class RawWebSocket:
             "Sec-WebSocket-Version: 13",
             *(f"{name}: {value}" for name, value in (headers or {}).items()),
         ]
-        await loop.sock_sendall(sock, ("\r\n".join(lines) + "\r\n\r\n").encode())
+        await loop.sock_sendall(sock, ("\r\n".join(lines) + "\r\n\r\n").encode() + early)
         data = b""
         while b"\r\n\r\n" not in data:
             chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), 10)
