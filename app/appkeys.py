@@ -6,9 +6,9 @@ import socketio
 from aiohttp import web
 
 from .config import Settings
-from .emitter import InProcessEmitter
+from .emit.emitter import InProcessEmitter
 from .handlers import ClientEvents
-from .limits import ConnectionLimits
+from .transport.limits import ConnectionLimits
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 SIO_KEY = web.AppKey("sio", socketio.AsyncServer)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from . import logs
 from .auth import mint_token
 from .config import ConfigError, Settings, settings_from_args
-from .emit_cli import emit_command
+from .emit.emit_cli import emit_command
 
 EXIT_CONFIG = 2
 

@@ -29,9 +29,9 @@ import redis.asyncio as redis
 from aiohttp import WSCloseCode
 
 from .auth import AuthError, Identity
-from .closing import disconnect_session
 from .envelope import make_envelope
 from .handlers import ClientEvents, Connection
+from .transport.closing import disconnect_session
 
 log = logging.getLogger(__name__)
 

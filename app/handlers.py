@@ -1,7 +1,7 @@
 """The client events and what they do, independent of the transport that carried them.
 
 Socket.IO clients reach :meth:`ClientEvents.dispatch` from ``GatewayServer._handle_event``
-(:mod:`realtime_gateway.server`); plain WebSocket clients from :mod:`realtime_gateway.plain_ws`.
+(:mod:`realtime_gateway.server`); plain WebSocket clients from :mod:`realtime_gateway.transport.plain_ws`.
 Both get the same answers: a result dict for an acknowledged event, or an ``error`` envelope when
 the client did not ask for an ack.
 
@@ -28,6 +28,7 @@ import socketio
 
 from .access import RoomAccess
 from .auth import Identity, TokenVerifier, token_from_request, user_room
+from .cluster.recovery_cluster import claim_elsewhere
 from .config import Settings
 from .envelope import (
     BAD_REQUEST,
@@ -48,7 +49,6 @@ from .history import check_member, history_request
 from .metrics import ERRORS, EVENT_LATENCY, MESSAGES_RECEIVED, sent_counter
 from .ratelimit import TokenBucket
 from .recovery import Resumption, Session
-from .recovery_cluster import claim_elsewhere
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,9 @@ RESUME_ENVIRON_KEY = "gateway.resume"
 the same keys in their CONNECT ``auth``."""
 BUCKET_ENVIRON_KEY = "gateway.bucket"
 """The rate-limit bucket of a transport that charges every inbound frame to it (a
-:class:`~realtime_gateway.ws_session.SessionSocket`); the connection's events share it."""
+:class:`~realtime_gateway.transport.ws_session.SessionSocket`); the connection's events share it."""
 TICKET_ENVIRON_KEY = "gateway.ticket"
-"""The :class:`~realtime_gateway.limits.Ticket` a transport took for its session before it was accepted."""
+"""The :class:`~realtime_gateway.transport.limits.Ticket` a transport took for its session before it was accepted."""
 
 
 @dataclass(eq=False, slots=True)
@@ -158,7 +158,7 @@ class ClientEvents:
         self._meters: dict[str, tuple[Any, Any]] = {}
         """event label -> (received counter, handling-time histogram), looked up once per event."""
         self.session_store = getattr(manager, "session_store", None)
-        """Cluster only: sessions in Redis, resumable on any node (realtime_gateway.recovery_cluster)."""
+        """Cluster only: sessions in Redis, resumable on any node (realtime_gateway.cluster.recovery_cluster)."""
 
     # -- connection lifecycle -------------------------------------------------------------
 

@@ -6,7 +6,7 @@ returns a room's last messages oldest first, each with the offset it was deliver
 user's own room ``user:<id>`` holds the notifications and user messages sent to that user.
 
 Bounded per room by count (``--history-size``) and age (``--history-ttl``), kept in the node's
-memory on a single node, in Redis in a cluster (:mod:`realtime_gateway.history_redis`).
+memory on a single node, in Redis in a cluster (:mod:`realtime_gateway.cluster.history_redis`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ Item = tuple[str, float, dict[str, Any]]  # offset, time.time() when sent, envel
 
 class HistoryStore(Protocol):
     """What the fan-out path and the readers use: this module's :class:`History` (one node), or
-    :class:`realtime_gateway.history_redis.RedisHistory` (a cluster)."""
+    :class:`realtime_gateway.cluster.history_redis.RedisHistory` (a cluster)."""
 
     def add(self, room: str, offset: str, envelope: dict[str, Any]) -> None: ...
 

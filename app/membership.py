@@ -3,10 +3,10 @@ on every node.
 
 Back ends decide who is in ``order:7`` or ``admins``: the rooms a client could not join itself
 (protected rooms, :mod:`realtime_gateway.access`). Three cluster-wide commands carry those
-decisions, published on the client manager (:meth:`~realtime_gateway.fanout.FanoutManager.publish`;
-on a cluster, the bus of :mod:`realtime_gateway.bus`, with its order, exactly-once and outbox
-guarantees) by the emitters (:mod:`realtime_gateway.emitter`) and the HTTP API
-(:mod:`realtime_gateway.membership_api`):
+decisions, published on the client manager (:meth:`~realtime_gateway.transport.fanout.FanoutManager.publish`;
+on a cluster, the bus of :mod:`realtime_gateway.cluster.bus`, with its order, exactly-once and outbox
+guarantees) by the emitters (:mod:`realtime_gateway.emit.emitter`) and the HTTP API
+(:mod:`realtime_gateway.api.membership_api`):
 
 - :data:`JOIN` ``{"user", "room"}``: every connection of the user joins the room, without the
   room rule (the back end decided). The session of each remembers the room as *granted* (in
@@ -30,10 +30,10 @@ from typing import Any
 
 from aiohttp import WSCloseCode
 
-from .closing import disconnect_session
 from .envelope import ProtocolError, validate_room_name
 from .handlers import ClientEvents
 from .recovery import Session
+from .transport.closing import disconnect_session
 
 JOIN = "member.join"
 LEAVE = "member.leave"

@@ -14,15 +14,15 @@ import uuid
 import redis.asyncio as redis
 from aiohttp import web
 
+from .api.http_api import OperationsAPI
+from .api.ops_api import OperatorAPI
 from .auth import Identity
-from .bus_wire import redis_client
+from .cluster.bus_wire import redis_client
+from .cluster.presence_redis import RedisPresenceStore
 from .config import Settings
 from .expiry import MemoryRevocations, RedisRevocations, RevocationStore, TokenGuard
 from .handlers import ClientEvents
-from .http_api import OperationsAPI
-from .ops_api import OperatorAPI
 from .presence import MemoryPresenceStore, Presence, PresenceStore
-from .presence_redis import RedisPresenceStore
 
 REDIS_TIMEOUT = 2.0
 """Seconds before a Redis command fails, so an unreachable Redis never stalls a connection."""

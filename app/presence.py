@@ -19,7 +19,7 @@ loses its last, for the cluster's room total.
 node's own changes while a dashboard polling many times a second costs Redis almost nothing.
 
 Stores: :class:`MemoryPresenceStore` (single node) here, ``RedisPresenceStore`` in
-:mod:`realtime_gateway.presence_redis` (cluster, with expiry of dead nodes' entries).
+:mod:`realtime_gateway.cluster.presence_redis` (cluster, with expiry of dead nodes' entries).
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ class Resumption:
     after: int
     previous_sid: str | None
     remote: Any = None
-    """Set when the session was served by another node (:class:`realtime_gateway.recovery_cluster.Remote`)."""
+    """Set when the session was served by another node (:class:`realtime_gateway.cluster.recovery_cluster.Remote`)."""
 
 
 class Journal:

@@ -1,11 +1,17 @@
 """Builds the aiohttp application and the Socket.IO server, and wires every part together.
 
-Request path: aiohttp -> ``/socket.io/`` (:mod:`realtime_gateway.engine_io`: WebSocket sessions and
-upgrades in :mod:`realtime_gateway.engine_ws`, long-polling in :mod:`realtime_gateway.engine_polling`)
-or ``/ws`` (:mod:`realtime_gateway.plain_ws`) -> :class:`GatewayServer` (the Socket.IO layer,
-:mod:`realtime_gateway.sio_server`) -> :class:`~realtime_gateway.handlers.ClientEvents` -> the client manager
-(:mod:`realtime_gateway.fanout`, :mod:`realtime_gateway.bus`), which delivers to rooms on this node and, when
-clustered, publishes through Redis to the others.
+The package is grouped by the layers a message crosses; one message's path, in order:
+
+1. ``transport/``: aiohttp -> ``/socket.io/`` (:mod:`~realtime_gateway.transport.engine_io`:
+   WebSocket sessions and upgrades in :mod:`~realtime_gateway.transport.engine_ws`, long-polling in
+   :mod:`~realtime_gateway.transport.engine_polling`) or ``/ws``
+   (:mod:`~realtime_gateway.transport.plain_ws`);
+2. the core (top level): :class:`GatewayServer` (the Socket.IO layer,
+   :mod:`~realtime_gateway.sio_server`) -> :class:`~realtime_gateway.handlers.ClientEvents`
+   (auth, access rules, envelope, presence, recovery, history);
+3. the client manager: :mod:`~realtime_gateway.transport.fanout` delivers to this node's members and,
+   when clustered, ``cluster/`` (:mod:`~realtime_gateway.cluster.bus`) carries it to the other nodes;
+4. ``api/`` (HTTP endpoints) and ``emit/`` (other processes) enter at step 2 or 3.
 """
 
 from __future__ import annotations
@@ -17,34 +23,34 @@ from aiohttp import WSCloseCode, web
 from socketio import packet as sio_packet
 
 from . import jsoncodec
+from .api.console import install_console
+from .api.http_errors import error_middleware
+from .api.membership_api import routes as membership_routes
+from .api.openapi import PATH as OPENAPI_PATH
+from .api.openapi import openapi_document
+from .api.publish_api import history as history_api
+from .api.publish_api import publish
 from .appkeys import EMITTER_KEY, EVENTS_KEY, LIMITS_KEY, SETTINGS_KEY, SIO_KEY
 from .auth import AuthError, TokenVerifier
-from .bridge import legacy_bridge
-from .bus import StreamManager
-from .closing import close_session
+from .cluster.bridge import legacy_bridge
+from .cluster.bus import StreamManager
+from .cluster.history_redis import RedisHistory
+from .cluster.recovery_cluster import ClusterJournal, RecoveringStreamManager
+from .cluster.session_store import SessionStore
 from .config import Settings
-from .console import install_console
-from .emitter import InProcessEmitter
-from .engine_io import install_engineio
-from .fanout import FanoutManager
+from .emit.emitter import InProcessEmitter
 from .handlers import RESUME_ENVIRON_KEY, TICKET_ENVIRON_KEY, ClientEvents, refuse
 from .history import History
-from .history_redis import RedisHistory
-from .http_errors import error_middleware
 from .jsoncodec import dumps, loads
-from .limits import ConnectionLimits, Refusal, Ticket
 from .membership import Membership
-from .membership_api import routes as membership_routes
-from .openapi import PATH as OPENAPI_PATH
-from .openapi import openapi_document
 from .operations import Operations
-from .plain_ws import handle_ws
-from .publish_api import history as history_api
-from .publish_api import publish
 from .recovery import Journal
-from .recovery_cluster import ClusterJournal, RecoveringStreamManager
-from .session_store import SessionStore
 from .sio_server import SocketIOServer
+from .transport.closing import close_session
+from .transport.engine_io import install_engineio
+from .transport.fanout import FanoutManager
+from .transport.limits import ConnectionLimits, Refusal, Ticket
+from .transport.plain_ws import handle_ws
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +72,7 @@ class GatewayServer(SocketIOServer):
       :meth:`connected` rather than from the connect handler.
     - Binary Socket.IO packets (``BINARY_EVENT``/``BINARY_ACK`` and their attachments) end the
       session, on every transport: the gateway's events are JSON.
-    - A session's connection-limit ticket (:mod:`realtime_gateway.limits`, taken by its transport
+    - A session's connection-limit ticket (:mod:`realtime_gateway.transport.limits`, taken by its transport
       and kept in its environ) is released when python-socketio learns the session ended,
       whichever transport carried it.
 

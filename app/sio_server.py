@@ -8,7 +8,7 @@ the conformance server (``tests/conformance/server.py``) both build on it.
   ``44/<nsp>,{"message":"Invalid namespace"}``, as the Socket.IO v5 protocol specifies
   (python-socketio answers ``"Unable to connect"``).
 - A session that connects has its connect timeout cancelled (armed by the transports, see
-  :func:`realtime_gateway.engine_ws.arm_connect_timeout`), and armed again when it leaves its
+  :func:`realtime_gateway.transport.engine_ws.arm_connect_timeout`), and armed again when it leaves its
   last namespace.
 - :meth:`SocketIOServer.connected` runs once per namespace connection, after the CONNECT answer
   was sent, so what it emits reaches the client after it (python-socketio's connect handler
@@ -27,7 +27,7 @@ from typing import Any
 import socketio
 from socketio import packet as sio_packet
 
-from .engine_ws import arm_connect_timeout
+from .transport.engine_ws import arm_connect_timeout
 
 INVALID_NAMESPACE = {"message": "Invalid namespace"}
 

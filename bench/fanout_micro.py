@@ -19,9 +19,9 @@ from typing import Any
 
 import socketio
 from realtime_gateway.envelope import make_envelope
-from realtime_gateway.fanout import FanoutManager, FrameWriter
 from realtime_gateway.history import History
 from realtime_gateway.recovery import Journal
+from realtime_gateway.transport.fanout import FanoutManager, FrameWriter
 
 
 class NullTransport(asyncio.Transport):

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from realtime_gateway.bus import StreamManager
-from realtime_gateway.bus_outbox import BusUnavailable
+from realtime_gateway.cluster.bus import StreamManager
+from realtime_gateway.cluster.bus_outbox import BusUnavailable
 
 WAIT = 20.0
 

@@ -41,7 +41,7 @@ import aiohttp
 import pytest
 from conftest import RedisServer, make_token, uid
 from realtime_gateway import Emitter
-from realtime_gateway.emitter import EmitError
+from realtime_gateway.emit.emitter import EmitError
 
 pytestmark = [
     pytest.mark.timeout(420),

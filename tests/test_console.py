@@ -215,7 +215,7 @@ def test_wheel_ships_the_console(wheel):
     with zipfile.ZipFile(wheel) as archive:
         for name in ASSETS:
             assert archive.read(f"realtime_gateway/static/console/{name}") == (STATIC_DIR / name).read_bytes(), name
-        assert "realtime_gateway/console.py" in archive.namelist()
+        assert "realtime_gateway/api/console.py" in archive.namelist()
 
 
 # ---- in the browser ----------------------------------------------------------------------

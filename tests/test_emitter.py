@@ -19,7 +19,7 @@ from delivery import audience, nothing_else, received_once, uid, wait_subscribed
 from realtime_gateway import Emitter, SyncEmitter
 from realtime_gateway.appkeys import EMITTER_KEY
 from realtime_gateway.config import Settings
-from realtime_gateway.emitter import EmitError
+from realtime_gateway.emit.emitter import EmitError
 from realtime_gateway.server import create_app
 
 

@@ -14,9 +14,9 @@ from conftest import SECRET, make_token, uid
 from engineio import packet as eio_packet
 from realtime_gateway.appkeys import SIO_KEY
 from realtime_gateway.config import Settings
-from realtime_gateway.engine_polling import PollingSocket
-from realtime_gateway.engine_ws import EngineSocket
 from realtime_gateway.server import create_app
+from realtime_gateway.transport.engine_polling import PollingSocket
+from realtime_gateway.transport.engine_ws import EngineSocket
 
 
 async def start(**overrides: Any) -> TestServer:

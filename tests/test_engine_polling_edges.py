@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import aiohttp
 import pytest
 from conftest import make_token, uid
-from realtime_gateway import engine_ws
 from realtime_gateway.appkeys import SIO_KEY
+from realtime_gateway.transport import engine_ws
 from test_engine_polling import Polling, start
 from test_polling_clients import status_of
 

@@ -12,10 +12,10 @@ from aiohttp.test_utils import TestServer
 from conftest import SECRET, make_token, uid
 from realtime_gateway.appkeys import SIO_KEY
 from realtime_gateway.config import Settings
-from realtime_gateway.deflate import DeflateFrameWriter
-from realtime_gateway.engine_ws import EngineSocket
-from realtime_gateway.fanout import text_frame
 from realtime_gateway.server import create_app
+from realtime_gateway.transport.deflate import DeflateFrameWriter
+from realtime_gateway.transport.engine_ws import EngineSocket
+from realtime_gateway.transport.fanout import text_frame
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from conftest import SECRET, eventually, make_token, node_clients, uid
 from realtime_gateway.appkeys import SIO_KEY
 from realtime_gateway.config import Settings
 from realtime_gateway.envelope import event_as_envelope_text, make_envelope
-from realtime_gateway.fanout import CLOSE_TIMEOUT, SLOW_CLIENT_GRACE, text_frame
 from realtime_gateway.server import create_app
+from realtime_gateway.transport.fanout import CLOSE_TIMEOUT, SLOW_CLIENT_GRACE, text_frame
 
 
 class RawSocketIO:

@@ -35,9 +35,9 @@ from rawws import (
     socketio_session,
 )
 from realtime_gateway.config import Settings
-from realtime_gateway.engine_ws import EngineSocket
-from realtime_gateway.fanout import CLOSE_TIMEOUT, SLOW_CLIENT_GRACE, FrameWriter, text_frame
 from realtime_gateway.server import create_app
+from realtime_gateway.transport.engine_ws import EngineSocket
+from realtime_gateway.transport.fanout import CLOSE_TIMEOUT, SLOW_CLIENT_GRACE, FrameWriter, text_frame
 
 TRANSPORTS = ["plain", "socket.io"]
 FAST_HEARTBEAT = {"PING_INTERVAL": "0.5", "PING_TIMEOUT": "1.5", "WS_HEARTBEAT_TIMEOUT": "2"}

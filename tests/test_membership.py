@@ -18,7 +18,7 @@ import pytest
 from conftest import WAIT, make_token, uid
 from delivery import nothing_else, received_once, wait_subscribed
 from realtime_gateway import Emitter, SyncEmitter
-from realtime_gateway.emitter import EmitError
+from realtime_gateway.emit.emitter import EmitError
 from test_emit_cli import emit as run_cli
 from test_recovery import welcome, ws_resume
 

@@ -1,7 +1,7 @@
 """``GET /api/openapi.json``: the document is valid OpenAPI 3.1, covers every route the application
 has, and describes what a running gateway really answers.
 
-Adding a route? Document it in ``app/openapi.json`` (every status it answers, error statuses with
+Adding a route? Document it in ``app/api/openapi.json`` (every status it answers, error statuses with
 ``#/components/responses/...``), and exercise each documented status in
 :func:`test_real_answers_match_the_documented_schemas`: the tests below fail until both are done.
 """
@@ -18,14 +18,14 @@ import aiohttp
 from conftest import ROOT, SECRET, WAIT, make_token
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
+from realtime_gateway.api.console import PAGES, STATIC_DIR
+from realtime_gateway.api.openapi import DOCUMENT, PATH
 from realtime_gateway.config import Settings
-from realtime_gateway.console import PAGES, STATIC_DIR
-from realtime_gateway.openapi import DOCUMENT, PATH
 from realtime_gateway.server import create_app
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-SPEC: dict[str, Any] = json.loads((ROOT / "app" / "openapi.json").read_text())
+SPEC: dict[str, Any] = json.loads((ROOT / "app" / "api" / "openapi.json").read_text())
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 KEY = "openapi-test-key"
 OPS = "openapi-ops-token"
@@ -105,7 +105,7 @@ def test_document_is_valid_openapi_3_1():
     assert SPEC["info"]["version"] == metadata.version("realtime-gateway")
     ids = [op["operationId"] for op in operations().values()]
     assert len(ids) == len(set(ids)), f"operationIds must be unique (client generators name methods after them): {ids}"
-    assert DOCUMENT == SPEC, "the package serves app/openapi.json"
+    assert DOCUMENT == SPEC, "the package serves app/api/openapi.json"
 
 
 def test_every_error_answer_is_the_shared_error_body():
@@ -124,9 +124,9 @@ def test_every_route_of_the_application_is_documented():
     routes = application_routes()
     documented = set(operations())
     missing = sorted(routes - documented)
-    assert not missing, f"routes without an operation in app/openapi.json (document them): {missing}"
+    assert not missing, f"routes without an operation in app/api/openapi.json (document them): {missing}"
     stale = sorted(documented - routes)
-    assert not stale, f"app/openapi.json documents routes the application does not have: {stale}"
+    assert not stale, f"app/api/openapi.json documents routes the application does not have: {stale}"
 
 
 # ---- real answers ------------------------------------------------------------------------
@@ -327,4 +327,4 @@ async def test_real_answers_match_the_documented_schemas(gateway_factory, redis_
 def test_wheel_ships_the_document(wheel):
     """A regular install serves the document: it is package data in the wheel."""
     with zipfile.ZipFile(wheel) as archive:
-        assert json.loads(archive.read("realtime_gateway/openapi.json")) == SPEC
+        assert json.loads(archive.read("realtime_gateway/api/openapi.json")) == SPEC

@@ -12,8 +12,8 @@ import pytest
 import socketio
 from conftest import SioClient, make_token, uid
 from realtime_gateway.appkeys import SIO_KEY
-from realtime_gateway.engine_polling import PollingSocket
-from realtime_gateway.engine_ws import EngineSocket
+from realtime_gateway.transport.engine_polling import PollingSocket
+from realtime_gateway.transport.engine_ws import EngineSocket
 from test_engine_polling import Polling, start
 
 COUNT = 200

@@ -1,4 +1,4 @@
-"""Upgraded WebSocket connections leave aiohttp's request machinery (realtime_gateway.ws_transport):
+"""Upgraded WebSocket connections leave aiohttp's request machinery (realtime_gateway.transport.ws_transport):
 nothing of aiohttp's stays alive per connection, frames that came with the upgrade request are
 read, and compressed connections still go through aiohttp's WebSocketResponse. Framing, limits
 and closes are covered on the same connections by tests/test_hostile.py and the conformance suites.
@@ -20,8 +20,8 @@ from rawws import OP_PING, OP_PONG, OP_TEXT, RawWebSocket, client_frame, plain_s
 from realtime_gateway.appkeys import SIO_KEY
 from realtime_gateway.config import Settings
 from realtime_gateway.server import create_app
-from realtime_gateway.ws_session import OwnedWebSocketResponse
-from realtime_gateway.ws_transport import WsProtocol
+from realtime_gateway.transport.ws_session import OwnedWebSocketResponse
+from realtime_gateway.transport.ws_transport import WsProtocol
 
 PATHS = {"plain": "/ws?token={token}", "socket.io": "/socket.io/?EIO=4&transport=websocket"}
 

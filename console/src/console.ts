@@ -134,7 +134,7 @@ function connect(newToken: string): void {
     path: `${gatewayBase.pathname}socket.io/`,
     token,
     // WebSocket only: no sticky sessions needed behind a load balancer (long-polling needs them)
-    // and no polling-to-WebSocket upgrade, whose probe window has lost broadcasts (app/fanout.py
+    // and no polling-to-WebSocket upgrade, whose probe window has lost broadcasts (app/transport/fanout.py
     // writes to an upgrade's WebSocket before the client's upgrade packet).
     transports: ['websocket'],
     reconnect: { initialDelayMs: 500, maxDelayMs: 5000 },

@@ -1,5 +1,5 @@
 """The reference server of the official Socket.IO / Engine.IO compliance suites, built from the
-gateway's own transports (:mod:`realtime_gateway.engine_io`) and its Socket.IO layer
+gateway's own transports (:mod:`realtime_gateway.transport.engine_io`) and its Socket.IO layer
 (:class:`realtime_gateway.sio_server.SocketIOServer`).
 
     python tests/conformance/server.py sio   # for socket.io-protocol/test-suite
@@ -21,9 +21,9 @@ from typing import Any
 from aiohttp import web
 from realtime_gateway.appkeys import SETTINGS_KEY, SIO_KEY
 from realtime_gateway.config import Settings
-from realtime_gateway.engine_io import install_engineio
-from realtime_gateway.fanout import FanoutManager
 from realtime_gateway.sio_server import SocketIOServer
+from realtime_gateway.transport.engine_io import install_engineio
+from realtime_gateway.transport.fanout import FanoutManager
 
 PORT = 3000
 AUTH_DELAY = 0.02

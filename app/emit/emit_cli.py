@@ -1,6 +1,6 @@
 """``realtime-gateway emit``: send a message to connected clients from a shell or a cron job.
 
-Each subcommand is one :class:`~realtime_gateway.emitter.SyncEmitter` operation; a message's envelope id
+Each subcommand is one :class:`~realtime_gateway.emit.emitter.SyncEmitter` operation; a message's envelope id
 is printed on success (``join``, ``leave`` and ``disconnect`` print nothing). Exit status: 0 sent,
 1 Redis could not take it, 2 invalid arguments.
 """

@@ -8,7 +8,7 @@ Routes:
 
 - ``GET /console`` redirects to ``/console/`` (relative, so it also works under a proxy prefix);
   ``GET /console/`` is the page, ``GET /console/ops`` the operator page (it reads
-  :mod:`realtime_gateway.ops_api` with the API key), and ``GET /console/<file>`` their assets.
+  :mod:`realtime_gateway.api.ops_api` with the API key), and ``GET /console/<file>`` their assets.
 - ``GET /console/config`` tells the page what this gateway offers: ``{"dev_tokens", "publish_api"}``.
 - ``POST /console/dev-token`` ``{"username": "Alice", "user_id"?: "alice"}`` answers
   ``{"token", "user_id", "username", "expires_in"}``: a one-hour token signed with the secret the
@@ -26,11 +26,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .auth import mint_token
-from .config import Settings
+from ..auth import mint_token
+from ..config import Settings
 from .http_errors import error_response
 
-STATIC_DIR = Path(__file__).resolve().parent / "static" / "console"
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "console"
 DEV_TOKEN_TTL = 3600
 MAX_NAME = 64
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import redis.asyncio as redis
 
-from .presence import NodeSnapshot, Transitions, User
+from ..presence import NodeSnapshot, Transitions, User
 
 PREFIX = "gateway:"
 

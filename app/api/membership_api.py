@@ -20,9 +20,9 @@ from typing import Any
 
 from aiohttp import web
 
-from .appkeys import EMITTER_KEY
-from .emitter import check_sid, check_user_id
-from .membership import joinable_room
+from ..appkeys import EMITTER_KEY
+from ..emit.emitter import check_sid, check_user_id
+from ..membership import joinable_room
 from .publish_api import BadField, accepted, authorized_body, bad_request, field_value
 
 ONE_TARGET = 'must be {"user": id} or {"sid": sid}'

@@ -5,7 +5,7 @@ Shape: python-socketio's pub/sub manager (``emit``, ``can_disconnect``, ``enter_
 after ``@socket.io/redis-streams-adapter``:
 
 - **Local first.** An emit reaches this node's members at once
-  (:class:`~realtime_gateway.fanout.FanoutManager`) and is queued in the *outbox*; one writer
+  (:class:`~realtime_gateway.transport.fanout.FanoutManager`) and is queued in the *outbox*; one writer
   task XADDs whatever has queued up as one pipeline, in order. Nothing on the message path waits
   for Redis.
 - **Catch-up.** Each node reads every entry with ``XREAD BLOCK`` from the last id it handled, so a
@@ -14,10 +14,10 @@ after ``@socket.io/redis-streams-adapter``:
   own entries.
 - **Exactly once.** A write whose outcome is unknown is written again; every entry carries its
   writer's (origin, sequence number) and readers drop the second copy
-  (:class:`~realtime_gateway.bus_wire.SeenFilter`).
+  (:class:`~realtime_gateway.cluster.bus_wire.SeenFilter`).
 - **Nothing accepted is dropped.** The outbox keeps what Redis has not confirmed, bounded by
   ``--outbox-max-bytes`` and ``--outbox-max-age``. Past either bound an emit raises
-  :class:`~realtime_gateway.bus_outbox.BusUnavailable` (a 503) *before* anything is delivered, here or anywhere.
+  :class:`~realtime_gateway.cluster.bus_outbox.BusUnavailable` (a 503) *before* anything is delivered, here or anywhere.
 - **A link you can trust.** Every second the node writes a heartbeat entry; the link counts
   (:attr:`StreamManager.linked`, ``/readyz``) only while the node sees its own heartbeat come
   back through the stream within ``LINK_TIMEOUT``. Otherwise both connections are replaced, which
@@ -43,6 +43,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from ..jsoncodec import dumps, loads
+from ..metrics import BUS_DROPPED, BUS_DUPLICATES, BUS_GAPS, REDIS_PUBLISH_FAILURES
+from ..transport.fanout import FanoutManager
 from .bus_outbox import Outbox
 from .bus_wire import (
     EMIT,
@@ -57,9 +60,6 @@ from .bus_wire import (
     new_origin,
     redis_client,
 )
-from .fanout import FanoutManager
-from .jsoncodec import dumps, loads
-from .metrics import BUS_DROPPED, BUS_DUPLICATES, BUS_GAPS, REDIS_PUBLISH_FAILURES
 
 log = logging.getLogger(__name__)
 

@@ -7,12 +7,12 @@ memory and much of the CPU of an idle or chatty connection. :class:`EngineSocket
 it: it speaks the Engine.IO v4 packets itself (``0`` open, ``2``/``3`` ping/pong, ``4`` message,
 ``1`` close) and hands Socket.IO packets to python-socketio exactly as Engine.IO would.
 
-Upgrade (a client that started with long-polling, :mod:`realtime_gateway.engine_polling`):
+Upgrade (a client that started with long-polling, :mod:`realtime_gateway.transport.engine_polling`):
 the WebSocket opens with the session's ``sid``; the client sends ``2probe``, we answer
 ``3probe`` on the WebSocket only and let the client's pending poll return (``6`` if nothing is
 waiting) so it can pause polling; the client sends ``5``; the packets still waiting for a poll
 move to this socket's writer in order and the session continues here, on the same
-:class:`~realtime_gateway.fanout.FrameWriter` path as any WebSocket session. Nothing is written to
+:class:`~realtime_gateway.transport.fanout.FrameWriter` path as any WebSocket session. Nothing is written to
 the new WebSocket before ``3probe``, and no noop after it. A second WebSocket for a session
 that is upgrading or upgraded is accepted and closed at once, as the protocol requires.
 
@@ -20,7 +20,7 @@ Every session that has not sent a Socket.IO CONNECT within ``--connect-timeout``
 (:func:`arm_connect_timeout`); the Socket.IO layer (:mod:`realtime_gateway.sio_server`)
 cancels the timer when the session connects, the socket when it closes.
 
-See :mod:`realtime_gateway.ws_session` for the python-socketio interfaces relied on.
+See :mod:`realtime_gateway.transport.ws_session` for the python-socketio interfaces relied on.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Request (``Authorization: Bearer <API_KEY>``)::
     {"target": {"all": true} | {"user": "42"} | {"room": "lobby"}, "type": "order_shipped", "content": ...}
 
 Answers: ``202 {"id"}`` once the message is on its way: in Redis, or in this node's outbox
-while Redis is unreachable (:mod:`realtime_gateway.bus`); ``503`` when the outbox refuses it
+while Redis is unreachable (:mod:`realtime_gateway.cluster.bus`); ``503`` when the outbox refuses it
 (then it was delivered nowhere); ``401`` for a missing or wrong key; ``400`` whose
 ``error.field`` names the first bad field; ``413`` above ``MAX_MESSAGE_BYTES``.
 
@@ -24,13 +24,13 @@ from typing import Any
 
 from aiohttp import web
 
-from .appkeys import EMITTER_KEY, EVENTS_KEY, SETTINGS_KEY
-from .auth import api_key_matches
-from .emitter import EmitError, InProcessEmitter, check_room, check_type, check_user_id
-from .envelope import BAD_REQUEST, NOT_FOUND, TOO_LARGE, UNAUTHORIZED, UNAVAILABLE
-from .history import BadHistoryRequest, history_request
+from ..appkeys import EMITTER_KEY, EVENTS_KEY, SETTINGS_KEY
+from ..auth import api_key_matches
+from ..emit.emitter import EmitError, InProcessEmitter, check_room, check_type, check_user_id
+from ..envelope import BAD_REQUEST, NOT_FOUND, TOO_LARGE, UNAUTHORIZED, UNAVAILABLE
+from ..history import BadHistoryRequest, history_request
+from ..jsoncodec import loads
 from .http_errors import error_response
-from .jsoncodec import loads
 
 TARGETS = 'must be one of {"all": true}, {"user": id}, {"room": name}'
 

@@ -5,7 +5,7 @@ expected to hang up. One that does not would keep its Engine.IO session, its con
 its heartbeat. So when the gateway ends a connection (token expiry or revocation, a back end's
 disconnect, a refused binary packet) it ends the session's transport too: a WebSocket session
 through its own close path (``shutdown(code, reason)``: close frame, then FIN or reset, see
-:mod:`realtime_gateway.ws_session`), a long-polling one with its close packet.
+:mod:`realtime_gateway.transport.ws_session`), a long-polling one with its close packet.
 """
 
 from __future__ import annotations

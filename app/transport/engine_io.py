@@ -3,12 +3,12 @@
 :func:`handle_engineio` checks a request the way the Engine.IO protocol says (``EIO=4``, a
 known ``transport``, a known ``sid``, ``GET`` for a handshake, the allowed origins) and hands it
 to the transport that serves it: a new WebSocket-only session or the upgrade of a long-polling
-one (:mod:`realtime_gateway.engine_ws`), or a long-polling request
-(:mod:`realtime_gateway.engine_polling`). Requests the protocol refuses get 400 with the
+one (:mod:`realtime_gateway.transport.engine_ws`), or a long-polling request
+(:mod:`realtime_gateway.transport.engine_polling`). Requests the protocol refuses get 400 with the
 gateway's error body (clients only look at the status), never aiohttp's 405. CORS follows
 ``--cors-origins``: an allowed ``Origin`` is echoed with credentials allowed, any other is
 refused with 400, preflights (``OPTIONS``) are answered here. A handshake is counted against the
-connection limits first (:func:`realtime_gateway.ws_session.admit`: 429 or 503 when refused).
+connection limits first (:func:`realtime_gateway.transport.ws_session.admit`: 429 or 503 when refused).
 
 python-engineio is not on this path: python-socketio's ``AsyncServer`` still creates its
 Engine.IO server object, and the gateway uses it only as the session registry
@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .appkeys import SETTINGS_KEY, SIO_KEY
-from .config import Settings
+from ..api.http_errors import ENGINE_IO_PATH, error_response
+from ..appkeys import SETTINGS_KEY, SIO_KEY
+from ..config import Settings
 from .engine_polling import PollingSocket
 from .engine_ws import EngineSocket, arm_connect_timeout, refuse_websocket
-from .http_errors import ENGINE_IO_PATH, error_response
 from .ws_session import admit, minimal_environ
 from .ws_transport import detached_response
 

@@ -14,8 +14,8 @@ import itertools
 import time
 from dataclasses import dataclass
 
-from .envelope import UNAVAILABLE, ProtocolError
-from .metrics import BUS_REFUSED
+from ..envelope import UNAVAILABLE, ProtocolError
+from ..metrics import BUS_REFUSED
 
 ENTRY_OVERHEAD = 64
 """Bytes an entry costs beyond its JSON text (fields, bookkeeping); the text counts one byte a

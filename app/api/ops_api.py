@@ -2,7 +2,7 @@
 
 All three take ``Authorization: Bearer <API_KEY>`` or ``Bearer <OPS_TOKEN>`` (403 while the node
 has neither, 401 for a wrong one) and answer for the whole cluster, gathered from every node when asked
-(:mod:`realtime_gateway.cluster_query`):
+(:mod:`realtime_gateway.cluster.cluster_query`):
 
 - ``GET /api/ops/nodes``: each node's connections, users, rooms, transports, uptime and message
   counters (``messages_received``/``messages_sent`` since start, with the node's ``time``, so a
@@ -29,13 +29,13 @@ from typing import Any
 import redis.asyncio as redis
 from aiohttp import web
 
-from .auth import api_key_matches
-from .cluster_query import Gathered, NodeQueries, QueryError
-from .config import Settings
-from .handlers import ClientEvents, Connection
+from ..auth import api_key_matches
+from ..cluster.cluster_query import Gathered, NodeQueries, QueryError
+from ..config import Settings
+from ..handlers import ClientEvents, Connection
+from ..metrics import MESSAGES_RECEIVED, MESSAGES_SENT
+from ..presence import Presence
 from .http_errors import error_response
-from .metrics import MESSAGES_RECEIVED, MESSAGES_SENT
-from .presence import Presence
 
 ROOMS_LIMIT = 100
 ROOMS_LIMIT_MAX = 1000

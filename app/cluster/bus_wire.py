@@ -32,7 +32,7 @@ import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .jsoncodec import strict_dumps
+from ..jsoncodec import strict_dumps
 
 STREAM = "gateway:bus"
 FIELD_ORIGIN, FIELD_SEQ, FIELD_METHOD, FIELD_PAYLOAD = b"o", b"n", b"m", b"p"

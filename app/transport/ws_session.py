@@ -1,15 +1,15 @@
 """A WebSocket connection served by the gateway itself and registered with python-socketio.
 
 Both WebSocket protocols the gateway serves directly — plain JSON envelopes on ``/ws``
-(:mod:`realtime_gateway.plain_ws`) and Engine.IO v4 on ``/socket.io/?transport=websocket``
-(:mod:`realtime_gateway.engine_ws`) — are a :class:`SessionSocket`. It stands in for an Engine.IO socket in
+(:mod:`realtime_gateway.transport.plain_ws`) and Engine.IO v4 on ``/socket.io/?transport=websocket``
+(:mod:`realtime_gateway.transport.engine_ws`) — are a :class:`SessionSocket`. It stands in for an Engine.IO socket in
 ``eio.sockets``, so python-socketio's connect, event, emit and disconnect paths treat it like
 any other client and every emit reaches it with no special case in the caller.
 
 Per connection it costs one task (the reader's) and two timer handles: no writer task, no
 queue, no task per inbound message. Once upgraded, the connection no longer belongs to aiohttp's
-request handler (:mod:`realtime_gateway.ws_transport`), except a compressed one. Outbound
-frames go through a :class:`~realtime_gateway.fanout.FrameWriter` (ordered, coalesced,
+request handler (:mod:`realtime_gateway.transport.ws_transport`), except a compressed one. Outbound
+frames go through a :class:`~realtime_gateway.transport.fanout.FrameWriter` (ordered, coalesced,
 bounded). A heartbeat timer sends the protocol's ping every ``ping_interval`` and closes the
 connection after ``silence_limit`` seconds without a frame.
 Every inbound frame is charged to the connection's rate-limit bucket.
@@ -23,8 +23,8 @@ routes the closes aiohttp starts itself (oversized message, protocol error, end 
 into the same path.
 
 python-socketio / python-engineio interfaces the gateway's Engine.IO layer relies on (pinned in
-pyproject.toml; this is the list for :mod:`~realtime_gateway.engine_ws`,
-:mod:`~realtime_gateway.engine_polling`, :mod:`~realtime_gateway.engine_io` and this module, each
+pyproject.toml; this is the list for :mod:`~realtime_gateway.transport.engine_ws`,
+:mod:`~realtime_gateway.transport.engine_polling`, :mod:`~realtime_gateway.transport.engine_io` and this module, each
 exercised by ``tests/test_engine_ws.py``, ``tests/test_engine_polling.py`` and the conformance
 suites):
 
@@ -41,7 +41,7 @@ suites):
 - aiohttp (compressed connections): ``WebSocketResponse.receive()`` calls the public ``close()``
   for the closes it starts (overridden by :class:`OwnedWebSocketResponse`); with ``autoclose``
   and ``autoping`` off it writes nothing else by itself. The others: see
-  :mod:`realtime_gateway.ws_transport`.
+  :mod:`realtime_gateway.transport.ws_transport`.
 
 The Socket.IO layer's own (``_handle_connect``, ``_send_packet``, ``_handle_event``) are listed in
 :mod:`realtime_gateway.sio_server` and :mod:`realtime_gateway.server`.
@@ -59,14 +59,14 @@ import socketio
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 from engineio import packet as eio_packet
 
-from .appkeys import LIMITS_KEY, SETTINGS_KEY
-from .config import Settings
+from ..api.http_errors import error_response
+from ..appkeys import LIMITS_KEY, SETTINGS_KEY
+from ..config import Settings
+from ..handlers import BUCKET_ENVIRON_KEY, TICKET_ENVIRON_KEY
+from ..ratelimit import TokenBucket
 from .deflate import frame_writer_for
 from .fanout import text_frame
-from .handlers import BUCKET_ENVIRON_KEY, TICKET_ENVIRON_KEY
-from .http_errors import error_response
 from .limits import ConnectionLimits, Refusal, Ticket
-from .ratelimit import TokenBucket
 from .ws_transport import WsProtocol, detach, detached_response, wants_aiohttp
 
 log = logging.getLogger(__name__)

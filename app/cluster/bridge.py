@@ -21,7 +21,7 @@ channel, anything else that fails on it) is logged with its channel, counted in
 Liveness: a pub/sub connection that silently stopped delivering (half-open TCP, a frozen Redis)
 looks exactly like a quiet channel. So the bridge PINGs through its subscription and resubscribes
 on a fresh connection when nothing at all (no message, no pong) arrives for a while
-(:func:`realtime_gateway.bus_wire.live_messages`). A lost Redis connection is retried with back-off for as
+(:func:`realtime_gateway.cluster.bus_wire.live_messages`). A lost Redis connection is retried with back-off for as
 long as the node runs. Pub/sub keeps nothing: what is published while a node resubscribes is
 lost for that node (the Go services' contract; the cluster bus itself is durable).
 """
@@ -36,14 +36,14 @@ from typing import Any
 
 from aiohttp import web
 
-from .appkeys import EVENTS_KEY, SETTINGS_KEY
-from .auth import user_room
+from ..appkeys import EVENTS_KEY, SETTINGS_KEY
+from ..auth import user_room
+from ..emit.emitter import check_type
+from ..envelope import Envelope, ProtocolError, complete_envelope
+from ..handlers import ClientEvents
+from ..jsoncodec import loads
+from ..metrics import BRIDGE_DROPPED
 from .bus_wire import live_messages, redis_client
-from .emitter import check_type
-from .envelope import Envelope, ProtocolError, complete_envelope
-from .handlers import ClientEvents
-from .jsoncodec import loads
-from .metrics import BRIDGE_DROPPED
 
 log = logging.getLogger(__name__)
 

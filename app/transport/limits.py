@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import Settings
+from ..config import Settings
 
 NODE_FULL = 503
 TOO_MANY = 429

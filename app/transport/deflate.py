@@ -2,7 +2,7 @@
 is on.
 
 aiohttp negotiates the extension and decompresses what clients send; what the gateway sends
-bypasses aiohttp's writer (:class:`~realtime_gateway.fanout.FrameWriter` writes ready-made
+bypasses aiohttp's writer (:class:`~realtime_gateway.transport.fanout.FrameWriter` writes ready-made
 frames), so it is compressed here, per connection: the fan-out path still encodes a frame once,
 and :class:`DeflateFrameWriter` re-encodes its payload for its one recipient. That is the cost the
 option's help warns about (CPU per recipient, zlib state per connection).

@@ -14,7 +14,7 @@ per message. Here, instead:
   end of the connection: the close frame is the last frame written, then a FIN or a reset.
 
 Ordering: every recipient is one of the gateway's own sockets (the Engine.IO transports of
-:mod:`realtime_gateway.engine_ws` and :mod:`realtime_gateway.engine_polling`, the plain ``/ws``
+:mod:`realtime_gateway.transport.engine_ws` and :mod:`realtime_gateway.transport.engine_polling`, the plain ``/ws``
 sockets), and every write to one of them, fast path or python-socketio's ``send``, is a
 synchronous append to its writer (WebSocket) or its poll buffer (long-polling, through
 ``push_text``): the order of the calls is the order on the wire. ``tests/test_fanout.py``
@@ -37,10 +37,10 @@ from typing import Any
 
 import socketio
 
-from .envelope import event_as_envelope_text
-from .history import HistoryStore
-from .jsoncodec import dumps, loads
-from .recovery import Entry, Journal, tagged_envelope, tagged_packet
+from ..envelope import event_as_envelope_text
+from ..history import HistoryStore
+from ..jsoncodec import dumps, loads
+from ..recovery import Entry, Journal, tagged_envelope, tagged_packet
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ class FanoutManager(socketio.AsyncManager):
     ``offset`` field of the envelope) and is kept for recovery and, for rooms, in ``history``.
 
     Cluster-wide commands (:meth:`register`, :meth:`publish`) have the interface of
-    :class:`~realtime_gateway.bus.StreamManager`'s; alone, a node is the whole cluster, so they
+    :class:`~realtime_gateway.cluster.bus.StreamManager`'s; alone, a node is the whole cluster, so they
     run here only. Callers need no single-node case.
     """
 

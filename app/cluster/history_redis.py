@@ -10,7 +10,7 @@ must grow). Writes leave in one script call per batch, off the message path; rea
 unreachable Redis is a 503 answer). A node that dies before its messages came back leaves them
 out of history (they were delivered).
 
-Relies on :class:`realtime_gateway.recovery_cluster.RecoveringStreamManager`'s ``position`` and
+Relies on :class:`realtime_gateway.cluster.recovery_cluster.RecoveringStreamManager`'s ``position`` and
 its report of this node's entries coming back (:meth:`RedisHistory.own_written`).
 """
 
@@ -21,9 +21,9 @@ import logging
 import time
 from typing import Any
 
+from ..envelope import UNAVAILABLE, ProtocolError
+from ..jsoncodec import dumps, loads
 from .bus_wire import redis_client
-from .envelope import UNAVAILABLE, ProtocolError
-from .jsoncodec import dumps, loads
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,13 @@
 """The ``/ws`` endpoint: plain WebSocket clients speaking the JSON envelope, as first-class
 members of the same Socket.IO rooms.
 
-Each connection is a :class:`PlainSocket` (a :class:`~realtime_gateway.ws_session.SessionSocket`): it is
+Each connection is a :class:`PlainSocket` (a :class:`~realtime_gateway.transport.ws_session.SessionSocket`): it is
 registered with python-socketio under a fresh Engine.IO sid and goes through python-socketio's
 own connect, event and disconnect paths. Every emit the server makes (to a room, a user,
 everyone, from this node or via Redis from another) reaches it with no special case in the
 caller; the socket renders the Socket.IO event packets it is handed as envelope JSON frames.
 One connection per client, no loopback Socket.IO client. The interfaces this relies on are
-listed in :mod:`realtime_gateway.ws_session`.
+listed in :mod:`realtime_gateway.transport.ws_session`.
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from .appkeys import EVENTS_KEY, SETTINGS_KEY
-from .auth import AuthError, token_from_request
-from .config import Settings
-from .engine_io import origin_allowed
-from .engine_ws import arm_connect_timeout
-from .envelope import (
+from ..api.http_errors import error_response
+from ..appkeys import EVENTS_KEY, SETTINGS_KEY
+from ..auth import AuthError, token_from_request
+from ..config import Settings
+from ..envelope import (
     BAD_REQUEST,
     ProtocolError,
     encode,
@@ -32,11 +31,12 @@ from .envelope import (
     event_as_envelope_text,
     make_envelope,
 )
+from ..handlers import IDENTITY_ENVIRON_KEY, PLAIN_TRANSPORT, RESUME_ENVIRON_KEY, TRANSPORT_ENVIRON_KEY, ClientEvents
+from ..jsoncodec import loads
+from ..recovery import tagged_envelope
+from .engine_io import origin_allowed
+from .engine_ws import arm_connect_timeout
 from .fanout import plain_text, text_frame
-from .handlers import IDENTITY_ENVIRON_KEY, PLAIN_TRANSPORT, RESUME_ENVIRON_KEY, TRANSPORT_ENVIRON_KEY, ClientEvents
-from .http_errors import error_response
-from .jsoncodec import loads
-from .recovery import tagged_envelope
 from .ws_session import SessionSocket, minimal_environ
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """Sessions in Redis (``gateway:session:<pid>``), so that any node of a cluster can resume them
-(:mod:`realtime_gateway.recovery_cluster`), and the bus stream read back for a node that lacks
+(:mod:`realtime_gateway.cluster.recovery_cluster`), and the bus stream read back for a node that lacks
 what a session missed.
 
 A record holds the user, the node (bus origin and offset epoch) and, per room, the bus position
@@ -17,10 +17,10 @@ import contextlib
 import logging
 from typing import Any
 
+from ..jsoncodec import dumps, loads
+from ..recovery import Entry, Session
 from .bus import _stream_id
 from .bus_wire import FIELD_METHOD, FIELD_ORIGIN, FIELD_PAYLOAD, FIELD_SEQ, redis_client
-from .jsoncodec import dumps, loads
-from .recovery import Entry, Session
 from .recovery_cluster import ClusterJournal, Prefetched
 
 log = logging.getLogger(__name__)

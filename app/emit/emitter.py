@@ -5,7 +5,7 @@ envelope leaves:
 
 - :class:`Emitter` (asyncio) and :class:`SyncEmitter` (blocking: Django, Flask, Celery) run in
   *other* processes. They append to the cluster bus stream every gateway node reads
-  (:mod:`realtime_gateway.bus_wire`), in the gateway's own codec, so a message reaches its
+  (:mod:`realtime_gateway.cluster.bus_wire`), in the gateway's own codec, so a message reaches its
   clients on every node — and values the nodes could not read back (NaN, infinities,
   integers beyond 64 bits) raise ``ValueError`` before anything is sent.
 - :class:`InProcessEmitter` runs inside the gateway (``app[EMITTER_KEY]``) and emits through the
@@ -30,15 +30,15 @@ from collections.abc import Awaitable
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlparse
 
-from .auth import user_room
-from .bus import WRITE_TIMEOUT
-from .bus_outbox import BusUnavailable
-from .bus_wire import EMIT, STREAM, encode_emit, entry, new_origin, redis_client, sync_redis_client
-from .config import REDIS_SCHEMES
-from .envelope import Envelope, ProtocolError, make_envelope, validate_room_name
-from .handlers import ClientEvents
-from .jsoncodec import dumps
-from .membership import DISCONNECT, JOIN, LEAVE, joinable_room
+from ..auth import user_room
+from ..cluster.bus import WRITE_TIMEOUT
+from ..cluster.bus_outbox import BusUnavailable
+from ..cluster.bus_wire import EMIT, STREAM, encode_emit, entry, new_origin, redis_client, sync_redis_client
+from ..config import REDIS_SCHEMES
+from ..envelope import Envelope, ProtocolError, make_envelope, validate_room_name
+from ..handlers import ClientEvents
+from ..jsoncodec import dumps
+from ..membership import DISCONNECT, JOIN, LEAVE, joinable_room
 
 __all__ = ["EmitError", "Emitter", "InProcessEmitter", "MembershipApi", "MessageApi", "SyncEmitter"]
 

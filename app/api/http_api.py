@@ -2,7 +2,7 @@
 
 ``/healthz`` (in :mod:`realtime_gateway.server`) says the process is alive; ``/readyz`` says it can serve,
 which for a cluster node means Redis answers and the node is linked to the cluster bus (it sees
-its own heartbeat come back through it, :mod:`realtime_gateway.bus`). Load balancers should route
+its own heartbeat come back through it, :mod:`realtime_gateway.cluster.bus`). Load balancers should route
 on ``/readyz``.
 
 ``/metrics`` and ``/ws/stats`` are cheap whatever the cluster's size (this node's figures are
@@ -21,14 +21,14 @@ import redis.asyncio as redis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .auth import AuthError, api_key_matches, token_from_request
-from .bus import StreamManager
-from .config import Settings
-from .expiry import TokenGuard
-from .handlers import ClientEvents
+from ..auth import AuthError, api_key_matches, token_from_request
+from ..cluster.bus import StreamManager
+from ..config import Settings
+from ..expiry import TokenGuard
+from ..handlers import ClientEvents
+from ..metrics import CONNECTIONS, REGISTRY, ROOMS
+from ..presence import Presence
 from .http_errors import error_response
-from .metrics import CONNECTIONS, REGISTRY, ROOMS
-from .presence import Presence
 
 READY_TIMEOUT = 2.0
 """Seconds /readyz waits for Redis before calling the node unready."""

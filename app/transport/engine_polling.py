@@ -1,7 +1,7 @@
 """Engine.IO v4 over HTTP long-polling, served by the gateway (no python-engineio on the path).
 
 A :class:`PollingSocket` stands in for an Engine.IO socket in ``eio.sockets`` exactly like the
-WebSocket sessions of :mod:`realtime_gateway.ws_session`, so python-socketio's connect, event,
+WebSocket sessions of :mod:`realtime_gateway.transport.ws_session`, so python-socketio's connect, event,
 emit and disconnect paths reach it unchanged. What the server sends waits in a list of encoded
 packets; a ``GET`` takes up to :data:`MAX_PACKETS_PER_POLL` of them at once (joined by the
 record separator ``\\x1e``, binary as ``b<base64>``), or waits for the next packet when there is
@@ -15,7 +15,7 @@ The protocol's rules, as the official Engine.IO test suite checks them:
   over ``max_message_bytes`` ends the session (the waiting ``GET`` gets ``1``, later requests
   400);
 - a client's ``1`` ends the session and the waiting ``GET`` gets ``6`` (noop);
-- while a WebSocket upgrade is being probed (:mod:`realtime_gateway.engine_ws`), a ``GET`` is
+- while a WebSocket upgrade is being probed (:mod:`realtime_gateway.transport.engine_ws`), a ``GET`` is
   answered at once, with ``6`` when there is nothing to send, so the client can pause polling
   and send ``5``; then the buffered packets move, in order, to the WebSocket's writer
   (:meth:`PollingSocket.hand_over`) and the session continues there.
@@ -24,7 +24,7 @@ A session the server ends keeps its last packets (``41``, ``1``) for the client'
 for at most :data:`CLOSE_LINGER` seconds; python-socketio is told at once either way.
 
 python-socketio / python-engineio interfaces relied on: those listed in
-:mod:`realtime_gateway.ws_session` (``eio.sockets``, ``eio.generate_id()``, ``eio.reason``,
+:mod:`realtime_gateway.transport.ws_session` (``eio.sockets``, ``eio.generate_id()``, ``eio.reason``,
 ``_handle_eio_connect`` / ``_handle_eio_message`` / ``_handle_eio_disconnect``, and the
 attributes python-socketio reads on a socket: ``send``, ``close``, ``closed``, ``upgraded``,
 ``session``).
@@ -42,12 +42,12 @@ import socketio
 from aiohttp import web
 from engineio import packet as eio_packet
 
-from .config import Settings
+from ..api.http_errors import error_response
+from ..config import Settings
+from ..handlers import BUCKET_ENVIRON_KEY
+from ..jsoncodec import dumps
+from ..ratelimit import TokenBucket
 from .fanout import HARD_LIMIT_FACTOR
-from .handlers import BUCKET_ENVIRON_KEY
-from .http_errors import error_response
-from .jsoncodec import dumps
-from .ratelimit import TokenBucket
 
 if TYPE_CHECKING:
     from .engine_ws import EngineSocket

@@ -8,8 +8,8 @@ docs/benchmarks.md). :func:`detach` answers the upgrade itself and moves the tra
 :class:`WsProtocol` of ours: the handler returns at once and everything of aiohttp's is freed.
 What stays per connection is this protocol, aiohttp's own C frame parser and its message queue
 (masks, fragmentation, control frames, UTF-8 and the 1009 size limit behave exactly as before)
-and the session (:mod:`realtime_gateway.ws_session`), which writes its frames itself through a
-:class:`~realtime_gateway.fanout.FrameWriter`.
+and the session (:mod:`realtime_gateway.transport.ws_session`), which writes its frames itself through a
+:class:`~realtime_gateway.transport.fanout.FrameWriter`.
 
 Compressed connections (``--ws-compression`` and a client offering permessage-deflate) keep
 aiohttp's ``WebSocketResponse``: its parser inflates what they send. So does any request aiohttp

@@ -1,7 +1,7 @@
 """Connection-state recovery across the nodes of a cluster: a client resumes on any node,
 including after the node it was on was SIGKILLed.
 
-Every node delivers the same bus stream (:mod:`realtime_gateway.bus`), but in its own order: its
+Every node delivers the same bus stream (:mod:`realtime_gateway.cluster.bus`), but in its own order: its
 own emits at once, everyone else's when it reads them. So an offset handed out by node B says
 where B was on the bus when it delivered the message: ``<epoch>-<seq>.<S>.<n>``, where ``S`` is
 the last stream entry B had read and ``n`` the last sequence number B had written. What B had
@@ -16,12 +16,12 @@ journal, every message addressed to the session's rooms that is *not* in that se
 Before it does, A waits (briefly) until it has read the stream up to ``S`` and B's entries up to
 ``n``, so nothing B delivered can still reach the client live through A. The session itself
 (user, node, rooms with the bus position at which each was joined, which of them a back end
-granted, :mod:`realtime_gateway.membership`) is in Redis (:mod:`realtime_gateway.session_store`)
+granted, :mod:`realtime_gateway.membership`) is in Redis (:mod:`realtime_gateway.cluster.session_store`)
 before the client is answered, so it survives its node. A node that was restarted since the
 offset reads what its journal lacks from the bus stream (:meth:`SessionStore.read_stream`).
 
 Relies on the bus's ``_receive(fields)``, ``_last_id``, ``_origin`` and
-:func:`realtime_gateway.bus._stream_id` (one module of ours, not a library).
+:func:`realtime_gateway.cluster.bus._stream_id` (one module of ours, not a library).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..recovery import Entry, Journal, Resumption, Session
 from .bus import HEARTBEAT, StreamManager, _stream_id
 from .bus_wire import FIELD_METHOD, FIELD_ORIGIN, FIELD_SEQ
-from .recovery import Entry, Journal, Resumption, Session
 
 if TYPE_CHECKING:
     from .session_store import SessionStore
