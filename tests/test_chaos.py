@@ -40,8 +40,7 @@ from typing import Any
 import aiohttp
 import pytest
 from conftest import RedisServer, make_token, uid
-from realtime_gateway import Emitter
-from realtime_gateway.emit.emitter import EmitError
+from realtime_gateway import EmitError, Emitter
 
 pytestmark = [
     pytest.mark.timeout(420),
