@@ -52,8 +52,10 @@ thousand emits, a Celery worker with a thousand greenlets) would fail instead of
 
 
 class EmitError(Exception):
-    """The message could not be handed to Redis (unreachable, refused, wrong credentials), or
-    the node's bus refused it (:class:`InProcessEmitter`): it was delivered nowhere."""
+    """The message was not confirmed: Redis was unreachable, refused it or the credentials are
+    wrong, or the node's bus refused it (:class:`InProcessEmitter`) — then it went nowhere. When
+    the write timed out or the connection broke mid-write, Redis may have taken it: the outcome
+    is unknown, and sending again makes a second message."""
 
 
 RESERVED_TYPES = frozenset({"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"})
@@ -225,8 +227,9 @@ def _publish_error(url: str, exc: Exception) -> EmitError:
 class _Writer:
     """What both external emitters share: their origin and sequence numbers on the bus.
 
-    A write that times out may have reached Redis; redis-py's one retry (and a caller retrying
-    after ``EmitError``) carry the same (origin, sequence number), so nodes deliver it once."""
+    A write that times out may have reached Redis; redis-py's one retry carries the same (origin,
+    sequence number), so nodes deliver it once. A caller's own retry after ``EmitError`` is a new
+    entry (a new sequence number and envelope id)."""
 
     def __init__(self, redis_url: str) -> None:
         self.redis_url = resolve_redis_url(redis_url)
