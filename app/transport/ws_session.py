@@ -6,13 +6,15 @@ Both WebSocket protocols the gateway serves directly — plain JSON envelopes on
 ``eio.sockets``, so python-socketio's connect, event, emit and disconnect paths treat it like
 any other client and every emit reaches it with no special case in the caller.
 
-Per connection it costs one task (the reader's) and two timer handles: no writer task, no
-queue, no task per inbound message. Once upgraded, the connection no longer belongs to aiohttp's
-request handler (:mod:`realtime_gateway.transport.ws_transport`), except a compressed one. Outbound
-frames go through a :class:`~realtime_gateway.transport.fanout.FrameWriter` (ordered, coalesced,
-bounded). A heartbeat timer sends the protocol's ping every ``ping_interval`` and closes the
-connection after ``silence_limit`` seconds without a frame.
-Every inbound frame is charged to the connection's rate-limit bucket.
+Per connection it costs one task (the reader's) and one timer handle (the connect deadline,
+until the client connects): no writer task, no queue, no task per inbound message. Once
+upgraded, the connection no longer belongs to aiohttp's request handler
+(:mod:`realtime_gateway.transport.ws_transport`), except a compressed one. Outbound frames go
+through a :class:`~realtime_gateway.transport.fanout.FrameWriter` (ordered, coalesced, bounded).
+The heartbeat (one timer wheel for every session, :mod:`realtime_gateway.transport.heartbeat`)
+sends the protocol's ping every ``ping_interval`` and closes the connection after
+``silence_limit`` seconds without a frame. Every inbound frame is charged to the connection's
+rate-limit bucket.
 
 Closing is ours, not aiohttp's (:meth:`SessionSocket.shutdown`): the close frame goes through
 the FrameWriter behind what is already queued, nothing follows it, the session leaves
@@ -66,6 +68,7 @@ from ..handlers import BUCKET_ENVIRON_KEY, TICKET_ENVIRON_KEY
 from ..ratelimit import TokenBucket
 from .deflate import frame_writer_for
 from .fanout import text_frame
+from .heartbeat import Heartbeats
 from .limits import ConnectionLimits, Refusal, Ticket
 from .ws_transport import WsProtocol, detach, detached_response, wants_aiohttp
 
@@ -123,9 +126,8 @@ class SessionSocket:
     # one per connection: slots keep each a few hundred bytes smaller than a __dict__ would
     __slots__ = (
         "_closer",
-        "_heartbeat",
+        "_heartbeats",
         "_last_seen",
-        "_ping_interval",
         "_reading",
         "_silence_limit",
         "bucket",
@@ -134,6 +136,7 @@ class SessionSocket:
         "connect_timer",
         "disconnect_reason",
         "frame_writer",
+        "heartbeat_slot",
         "session",
         "settings",
         "sid",
@@ -240,10 +243,10 @@ class SessionSocket:
             settings.send_buffer_limit,
         )
         self.bucket = TokenBucket(settings.rate_limit, settings.rate_burst)
-        self._ping_interval = settings.ping_interval
+        self._heartbeats = Heartbeats.of_running_loop(settings.ping_interval)
+        self.heartbeat_slot: int | None = None
         self._silence_limit = self.silence_limit(settings)
         self._last_seen = time.monotonic()
-        self._heartbeat: asyncio.TimerHandle | None = None
         self._closer: asyncio.Task[None] | None = None
         self.connect_timer: asyncio.TimerHandle | None = None
         self._reading = False
@@ -280,8 +283,7 @@ class SessionSocket:
         self.closing = True
         if self._reading and self.disconnect_reason == self.sio.reason.CLIENT_DISCONNECT:
             self.disconnect_reason = self.sio.reason.SERVER_DISCONNECT  # we hang up, not the client
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        self._heartbeats.disarm(self)
         if self.connect_timer is not None:
             self.connect_timer.cancel()
             self.connect_timer = None
@@ -304,7 +306,7 @@ class SessionSocket:
     def heartbeat_frame(self) -> bytes:
         raise NotImplementedError
 
-    def _tick(self) -> None:
+    def beat(self) -> None:
         if self.closing:
             return
         if time.monotonic() - self._last_seen > self._silence_limit:
@@ -312,7 +314,7 @@ class SessionSocket:
             self.shutdown(WSCloseCode.GOING_AWAY, "heartbeat timeout")
             return
         self.frame_writer.push(self.heartbeat_frame())
-        self._heartbeat = asyncio.get_running_loop().call_later(self._ping_interval, self._tick)
+        self._heartbeats.arm(self)
 
     # -- the connection's life ----------------------------------------------------------------
 
@@ -339,7 +341,7 @@ class SessionSocket:
         """Heartbeat and read until the connection ends (the session is registered)."""
         self._last_seen = time.monotonic()
         self._reading = True
-        self._heartbeat = asyncio.get_running_loop().call_later(self._ping_interval, self._tick)
+        self._heartbeats.arm(self)
         await self._read()
 
     async def end(self) -> None:
