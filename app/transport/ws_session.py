@@ -174,7 +174,7 @@ class SessionSocket:
         if sock is None:
             release(limits, environ)
             return ws if isinstance(ws, web.StreamResponse) else detached_response()
-        return await sock.keep(ws, sock._serve_and_release(environ, limits))
+        return await sock.keep(ws, sock.serve(environ, limits))
 
     @classmethod
     async def prepare(
@@ -212,12 +212,6 @@ class SessionSocket:
         _SERVING.add(task)
         task.add_done_callback(_SERVING.discard)
         return detached_response()
-
-    async def _serve_and_release(self, environ: dict[str, Any], limits: ConnectionLimits | None) -> None:
-        try:
-            await self.serve(environ)
-        finally:
-            release(limits, environ)
 
     def __init__(
         self,
@@ -325,8 +319,9 @@ class SessionSocket:
     async def on_message(self, msg: WSMessage) -> None:
         raise NotImplementedError
 
-    async def serve(self, environ: dict[str, Any]) -> None:
-        """Run the connection until the client leaves, goes silent or is disconnected."""
+    async def serve(self, environ: dict[str, Any], limits: ConnectionLimits | None) -> None:
+        """Run the connection until the client leaves, goes silent or is disconnected, then
+        give its connection-limit ticket back."""
         self.sio.eio.sockets[self.sid] = self
         environ[BUCKET_ENVIRON_KEY] = self.bucket
         self._reading = True
@@ -335,7 +330,10 @@ class SessionSocket:
             if await self.on_open(environ):
                 await self.run()
         finally:
-            await self.end()
+            try:
+                await self.end()
+            finally:
+                release(limits, environ)
 
     async def run(self) -> None:
         """Heartbeat and read until the connection ends (the session is registered)."""
