@@ -205,7 +205,8 @@ class ClientEvents:
                     # the old connection is dead but not yet noticed: it must not take more messages
                     await self.sio.disconnect(resumed.previous_sid)
             if self.session_store is not None and (resumed is None or resumed.remote is not None):
-                await self.session_store.opened(connection.session, identity.user_room)
+                remote = None if resumed is None else resumed.remote
+                await self.session_store.opened(connection.session, identity.user_room, remote)
         return connection
 
     def new_bucket(self) -> TokenBucket:

@@ -74,6 +74,9 @@ class Session:
     granted: set[str] = field(default_factory=set)
     """The rooms of ``rooms`` a back end put the session in: restored without the room rule."""
     expires_at: float | None = None  # set when the connection ends
+    adopted: bool = False
+    """Taken over from another node: an offset up to ``start_seq`` is one of the replay of that
+    takeover, which only the session's record in Redis can resume exactly."""
 
 
 @dataclass(slots=True)
@@ -179,6 +182,8 @@ class Journal:
         after = session.start_seq if offset is None else self.parse(offset)
         if after is None:
             return None
+        if session.adopted and offset is not None and after <= session.start_seq:
+            return None  # within the replay of the takeover: the caller resumes it from Redis
         after = max(after, session.start_seq)
         if after + 1 < self._first_seq():
             return None  # some of what it missed is no longer kept
@@ -201,7 +206,10 @@ class Journal:
         """Take over a session another node served (recovered by the caller): it is this node's
         from now on, its rooms counted as joined here now."""
         self._expire()
-        session.sid, session.start_seq = sid, self.last_seq
+        previous = self.sessions.get(session.pid)
+        if previous is not None and previous is not session:
+            previous.sid = None  # its connection, if still open, must not end the new one's session
+        session.sid, session.start_seq, session.adopted = sid, self.last_seq, True
         session.rooms = dict.fromkeys(session.rooms, self.last_seq)
         self.sessions[session.pid] = session
         self._by_user.setdefault(session.user_id, set()).add(session.pid)

@@ -160,3 +160,58 @@ async def test_ws_resumes_on_its_restarted_node_from_the_bus_stream(nodes, redis
     live = await room_text(sender, room, "live")
     await second.inbox.next("room_message", id=live)
     assert [e["id"] for e in stream(second)] == [*missed, live]
+
+
+async def read_part_then_cut(node: Any, token: str, session: str, offset: str, count: int) -> tuple[bool, list[Any]]:
+    """Resume on ``node``, read the welcome and ``count`` room messages, then cut the TCP
+    connection: what the kernel had taken for this client beyond those frames is lost with it."""
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(f"{node.ws_url}?token={token}&session={session}&offset={offset}")
+        hello = json.loads((await ws.receive(timeout=30)).data)
+        assert hello["type"] == "welcome"
+        got = []
+        while len(got) < count:
+            frame = json.loads((await ws.receive(timeout=30)).data)
+            if frame["type"] == "room_message":
+                got.append(frame)
+        transport = ws._response.connection.transport  # type: ignore[union-attr]
+        transport.abort()
+        return hello["content"]["recovered"], got
+
+
+@pytest.mark.parametrize("cut", [20, 300])
+@pytest.mark.parametrize("restarted", [False, True], ids=["journal", "bus stream"])
+@pytest.mark.parametrize("last", ["same node", "first node"])
+async def test_second_drop_during_a_cross_node_replay_leaves_no_gap(nodes, redis_server, clients, last, restarted, cut):
+    """The client drops again while the replay of its resumption on another node is arriving,
+    then resumes with the offset of the last message it received: it gets the rest of that
+    replay, each once, in order, never ``recovered: true`` with a gap. With ``restarted`` the
+    other node was restarted while the client was away: it replays first what its journal lacks
+    from the bus stream, then the rest from its journal (``cut`` falls into either part)."""
+    await wait_subscribed(redis_server.url, 2)
+    user, room = uid("user"), uid("room")
+    sender = await clients.sio(nodes[0].url, make_token(uid()))
+    await join(sender, room)
+    first = await clients.ws(nodes[0].ws_url, make_token(user))
+    await join(first, room)
+    seen = await first.inbox.next("room_message", id=await room_text(sender, room, "seen"))
+    await first.close()
+    session = welcome(first)["session"]
+    if restarted:
+        nodes[1].kill()
+    missed = [await room_text(sender, room, f"missed {i}") for i in range(250)]
+    if restarted:
+        nodes[1].start()
+        await wait_subscribed(redis_server.url, 2)
+    missed += [await room_text(sender, room, f"missed {i}") for i in range(250, 500)]
+
+    recovered, part = await read_part_then_cut(nodes[1], make_token(user), session, seen["offset"], cut)
+    assert recovered is True
+    assert [e["id"] for e in part] == missed[:cut]
+
+    node = nodes[1] if last == "same node" else nodes[0]
+    again = await ws_resume(clients, node, make_token(user), session, part[-1]["offset"])
+    assert welcome(again)["recovered"] is True
+    live = await room_text(sender, room, "live")
+    await again.inbox.next("room_message", id=live)
+    assert [e["id"] for e in stream(again)] == [*missed[cut:], live]

@@ -20,6 +20,15 @@ granted, :mod:`realtime_gateway.membership`) is in Redis (:mod:`realtime_gateway
 before the client is answered, so it survives its node. A node that was restarted since the
 offset reads what its journal lacks from the bus stream (:meth:`SessionStore.read_stream`).
 
+The client may drop again while that replay is arriving, and come back anywhere with the offset
+of the last replayed message it got. That offset is A's (A's record has replaced B's in Redis):
+A's own position when it delivered the message (or, for what was read back from the stream,
+the message's stream id and A's own entries before it). The client has what that position says
+*and* what B had delivered: the new record keeps B's position as a prior (``p``), and each room's
+join as the position of the node where it happened, so the next node replays only what is after
+all of them. An offset from after A's takeover needs no prior: A had caught up with B by then.
+On A itself such an offset (up to the takeover, :attr:`Session.adopted`) takes the same path.
+
 Relies on the bus's ``_receive(fields)``, ``_last_id``, ``_origin`` and
 :func:`realtime_gateway.cluster.bus._stream_id` (one module of ours, not a library).
 """
@@ -135,28 +144,29 @@ class RecoveringStreamManager(StreamManager):
 Prefetched = tuple[bytes, list[Entry]]
 """(the last stream id read, the emit entries after the session's offset up to it)."""
 
+Baseline = tuple[bytes, tuple[int, int], int]
+"""``(origin, stream id, seq)``: what a node delivered up to a point, the stream entries up to the
+stream id from every origin but ``origin``, and ``origin``'s own up to sequence number ``seq``."""
+PRIORS_KEPT = 16
+"""Takeovers interrupted in a row during their replay that a session can still resume from."""
+
 
 class Remote:
-    """A session another node served: the bus position of its last offset and of its joins, and
-    (when this node's journal does not reach back that far) the entries read from the stream up
-    to ``upto``, after which the journal takes over."""
+    """A session another node served: the baselines of what its client received (the bus
+    position of its last offset and, when that offset is one of an interrupted replay, those of
+    the earlier nodes), the baseline of each room's join, and (when this node's journal does not
+    reach back that far) the entries read from the stream up to ``upto``, after which the
+    journal takes over."""
 
-    __slots__ = ("origin", "prefetched", "rooms", "seq", "stream_id", "upto")
+    __slots__ = ("baselines", "own_upto", "prefetched", "rooms", "upto")
 
-    def __init__(
-        self,
-        origin: bytes,
-        stream_id: tuple[int, int],
-        seq: int,
-        rooms: dict[str, tuple[Any, int]],
-        prefetched: Prefetched | None,
-    ) -> None:
-        self.origin = origin
-        self.stream_id = stream_id
-        self.seq = seq
+    def __init__(self, baselines: list[Baseline], rooms: dict[str, Baseline], prefetched: Prefetched | None) -> None:
+        self.baselines = baselines
         self.rooms = rooms
         self.upto = None if prefetched is None else _stream_id(prefetched[0])
         self.prefetched = [] if prefetched is None else prefetched[1]
+        self.own_upto = 0
+        """The last of this node's own sequence numbers among the prefetched entries."""
 
 
 def parse_cursor(text: str) -> tuple[tuple[int, int], int] | None:
@@ -166,6 +176,18 @@ def parse_cursor(text: str) -> tuple[tuple[int, int], int] | None:
         return _stream_id(stream), int(seq, 16)
     except ValueError:
         return None
+
+
+def parse_baseline(text: str, origin: bytes) -> Baseline | None:
+    """``<stream id>.<seq hex>[.<origin>]`` (a cursor of ``origin`` unless it names another)."""
+    cursor, _, named = text.partition(".")[2].partition(".")
+    parsed = parse_cursor(f"{text.partition('.')[0]}.{cursor}")
+    return None if parsed is None else (named.encode() or origin, *parsed)
+
+
+def format_baseline(baseline: Baseline) -> str:
+    origin, (ms, n), seq = baseline
+    return f"{ms}-{n}.{seq:x}.{origin.decode()}"
 
 
 class ClusterJournal(Journal):
@@ -191,15 +213,29 @@ class ClusterJournal(Journal):
             if entry_id is not None:
                 self.floor = max(self.floor, _stream_id(entry_id))
 
-    def remote_position(self, record: dict[str, Any], offset: Any) -> tuple[tuple[int, int], int] | None:
-        """The bus position of ``offset`` (None: the session's start) in the session ``record``
-        of another node; None when the offset is not one that node handed out."""
+    def remote_baselines(self, record: dict[str, Any], offset: Any) -> list[Baseline] | None:
+        """What the client of the session ``record`` of another node received, by the offset it
+        presents (None: the session's start); None when the offset is not one that node handed
+        out. An offset from before the record's start is one of the replay of a takeover
+        (interrupted): the client also has what it had before, the record's priors."""
+        origin = record["origin"].encode()
         if offset is None:
-            return parse_cursor(record["start"])
+            start = parse_baseline(record["start"], origin)
+            return None if start is None else [start]
         if not isinstance(offset, str):
             return None
         epoch, _, rest = offset.partition("-")
-        return parse_cursor(rest.partition(".")[2]) if epoch == record["epoch"] else None
+        cursor = parse_cursor(rest.partition(".")[2]) if epoch == record["epoch"] else None
+        start = parse_baseline(record["start"], origin)
+        if cursor is None or start is None:
+            return None
+        position = (origin, *cursor)
+        if position[1] >= start[1] and position[2] >= start[2]:
+            return [position]  # after the takeover: the node had caught up with the priors then
+        priors = [prior for text in record["priors"] if (prior := parse_baseline(text, origin)) is not None]
+        if len(priors) != len(record["priors"]) or len(priors) >= PRIORS_KEPT:
+            return None
+        return [position, *priors]
 
     def covers(self, stream_id: tuple[int, int]) -> bool:
         """Whether the journal holds every delivery after ``stream_id``."""
@@ -209,18 +245,19 @@ class ClusterJournal(Journal):
     def remote_claim(
         self,
         record: dict[str, Any],
-        position: tuple[tuple[int, int], int],
+        baselines: list[Baseline],
         sid: str,
         prefetched: Prefetched | None = None,
     ) -> Resumption | None:
         """The session of another node (its Redis ``record``) for the connection ``sid``, when this
-        node's journal holds everything the session missed after ``position`` (or after the end
-        of what was ``prefetched`` from the stream)."""
-        if not self.covers(position[0] if prefetched is None else _stream_id(prefetched[0])):
+        node's journal holds everything the session missed after ``baselines[0]`` (or after the
+        end of what was ``prefetched`` from the stream)."""
+        if not self.covers(baselines[0][1] if prefetched is None else _stream_id(prefetched[0])):
             return None  # this node did not see (or no longer keeps) all of what followed
+        origin = record["origin"].encode()
         rooms = {}
         for room, value in record["rooms"].items():
-            parsed = parse_cursor(value)
+            parsed = parse_baseline(value, origin)
             if parsed is None:
                 return None
             rooms[room] = parsed
@@ -228,10 +265,16 @@ class ClusterJournal(Journal):
         session.granted = record["granted"] & rooms.keys()
         resumed = self.adopt(session, sid)
         resumed.previous_sid = record.get("sid") or None
-        resumed.remote = Remote(record["origin"].encode(), position[0], position[1], rooms, prefetched)
-        if prefetched is not None:  # replayed with this node's offset of the moment of resumption
-            offset = self._tag(self.last_seq)[0]
-            resumed.remote.prefetched = [entry._replace(offset=offset) for entry in prefetched[1]]
+        remote = resumed.remote = Remote(baselines, rooms, prefetched)
+        # each replayed entry's offset is where the client is once it has it: read up to the
+        # entry's stream id, and this node's own entries up to the last one before it
+        own, prefix, own_upto, replayed = self.manager._origin, f"{self._prefix}{self.last_seq:012x}", 0, []
+        for entry in remote.prefetched:
+            origin, seq, entry_id = entry.pos
+            if origin == own:
+                own_upto = max(own_upto, seq)
+            replayed.append(entry._replace(offset=f"{prefix}.{entry_id.decode()}.{own_upto:x}"))
+        remote.prefetched, remote.own_upto = replayed, own_upto
         return resumed
 
     def missed(self, resumed: Resumption) -> list[Entry]:
@@ -240,58 +283,70 @@ class ClusterJournal(Journal):
             return super().missed(resumed)
         own, own_ids, upto = self.manager._origin, self.manager.own_ids, remote.upto
 
-        def after(pos: Any, stream_id: tuple[int, int], seq: int, floor: tuple[int, int] | None) -> bool:
-            """Not delivered by the old node by (stream_id, seq), nor part of what was read
-            from the stream up to ``floor``."""
+        def after(pos: Any, baseline: Baseline, floor: tuple[int, int] | None) -> bool:
+            """Not delivered up to ``baseline``, nor part of what was read from the stream up to
+            ``floor``."""
             origin, number, entry_id = pos
             entry_id = entry_id or (own_ids.get(number) if origin == own else None)
             if entry_id is None:
-                return True  # this node's, not on the stream yet: the old node cannot have had it
+                return True  # this node's, not on the stream yet: no other node can have had it
             position = _stream_id(entry_id)
             if floor is not None and position <= floor:
                 return False
-            return number > seq if origin == remote.origin else position > stream_id
+            base_origin, stream_id, seq = baseline
+            return number > seq if origin == base_origin else position > stream_id
 
         def addressed(entry: Entry, floor: tuple[int, int] | None) -> bool:
             pos = entry.pos
-            if pos is None or not after(pos, remote.stream_id, remote.seq, floor):
+            if pos is None or not all(after(pos, baseline, floor) for baseline in remote.baselines):
                 return False
             room = entry.room
             targets = [None] if room is None else [room] if isinstance(room, str) else room
-            return any(r is None or (r in remote.rooms and after(pos, *remote.rooms[r], floor)) for r in targets)
+            return any(r is None or (r in remote.rooms and after(pos, remote.rooms[r], floor)) for r in targets)
 
-        return [
-            *(entry for entry in remote.prefetched if addressed(entry, None)),
-            *(entry for entry in self._entries if addressed(entry, upto)),
-        ]
+        journal = [entry for entry in self._entries if addressed(entry, upto)]
+        if upto is not None:  # after the prefetched entries: the client has read the stream up to upto
+            journal = [entry._replace(offset=self._past(entry.offset, upto, remote.own_upto)) for entry in journal]
+        return [*(entry for entry in remote.prefetched if addressed(entry, None)), *journal]
+
+    def _past(self, offset: str, upto: tuple[int, int], own_upto: int) -> str:
+        """``offset`` of this node, moved on to at least ``upto`` and own sequence ``own_upto``."""
+        local, _, cursor = offset.partition(".")
+        parsed = parse_cursor(cursor)
+        assert parsed is not None  # this node's own offsets
+        (ms, n), seq = max(parsed[0], upto), max(parsed[1], own_upto)
+        return f"{local}.{ms}-{n}.{seq:x}"
 
 
 async def claim_elsewhere(
     store: SessionStore, journal: ClusterJournal, pid: Any, user_id: str, offset: Any, sid: str
 ) -> Resumption | None:
-    """A session another node served (or this node before a restart), from its record in Redis,
-    for the connection ``sid`` of ``user_id``; None when it cannot be recovered exactly (the
-    reason is logged)."""
+    """A session another node served (or this node before a restart, or a takeover of this node
+    whose replay was interrupted), from its record in Redis, for the connection ``sid`` of
+    ``user_id``; None when it cannot be recovered exactly (the reason is logged)."""
     manager = journal.manager
     record = await store.load(pid)
     if record is None or record["user"] != user_id:
         log.info("not recovered: no session %s of this user in Redis", str(pid)[:6])
         return None
-    position = journal.remote_position(record, offset)
-    if position is None:
+    baselines = journal.remote_baselines(record, offset)
+    if baselines is None:
         log.info("not recovered: offset %r is not one of session %s", offset, str(pid)[:6])
         return None
-    covered = journal.covers(position[0])
+    origin, stream_id, seq = baselines[0]
+    covered = journal.covers(stream_id)
     # a node that started after the offset never reads the old node's earlier entries
-    if not await manager.catch_up(position[0], record["origin"].encode(), position[1] if covered else 0):
+    if not await manager.catch_up(stream_id, origin, seq if covered else 0):
         log.info("not recovered: this node has not read the bus up to session %s's offset", str(pid)[:6])
         return None
+    for prior in baselines[1:]:  # what an earlier node delivered must not come again live
+        await manager.catch_up(prior[1], prior[0], prior[2] if covered else 0)
     prefetched = None
     if not covered:
         # this node started (or trimmed) after the offset: what it lacks is on the stream
         upto = manager._last_id
-        prefetched = None if upto is None else await store.read_stream(position[0], upto)
+        prefetched = None if upto is None else await store.read_stream(stream_id, upto)
         if prefetched is None:
             log.info("not recovered: neither this node nor the bus holds all session %s missed", str(pid)[:6])
             return None
-    return journal.remote_claim(record, position, sid, prefetched)
+    return journal.remote_claim(record, baselines, sid, prefetched)

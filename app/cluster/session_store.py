@@ -21,7 +21,7 @@ from ..jsoncodec import dumps, loads
 from ..recovery import Entry, Session
 from .bus import _stream_id
 from .bus_wire import FIELD_METHOD, FIELD_ORIGIN, FIELD_PAYLOAD, FIELD_SEQ, redis_client
-from .recovery_cluster import ClusterJournal, Prefetched
+from .recovery_cluster import ClusterJournal, Prefetched, Remote, format_baseline
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +49,20 @@ class SessionStore:
     def _live_ttl(self) -> int:
         return int(self.window + 3 * REFRESH_EVERY)
 
-    async def opened(self, session: Session, user_room: str) -> bool:
-        """Write a new (or adopted) session with its rooms; False when Redis did not take it."""
+    async def opened(self, session: Session, user_room: str, remote: Remote | None = None) -> bool:
+        """Write a new (or adopted, from ``remote``) session with its rooms; False when Redis did
+        not take it. An adopted session keeps the baselines of its rooms' joins and, for an offset
+        of the replay that follows (``p``), those of what its client had before."""
         cursor = self.journal.manager.cursor()
+        joins = {} if remote is None else {room: format_baseline(b) for room, b in remote.rooms.items()}
         fields = {
             "user": session.user_id,
             "origin": self.journal.manager._origin.decode(),
             "epoch": self.journal.epoch,
             "start": cursor,
             "sid": session.sid or "",
-            **{f"r:{room}": cursor for room in {*session.rooms, user_room}},
+            **{f"r:{room}": joins.get(room, cursor) for room in {*session.rooms, user_room}},
+            **({"p": " ".join(map(format_baseline, remote.baselines))} if remote is not None else {}),
             **{f"g:{room}": 1 for room in session.granted},
         }
         self._live.add(session.pid)
@@ -98,7 +102,8 @@ class SessionStore:
             return None
         rooms = {key[2:]: value for key, value in fields.items() if key.startswith("r:")}
         granted = {key[2:] for key in fields if key.startswith("g:")}
-        return {**fields, "pid": pid, "rooms": rooms, "granted": granted}
+        priors = fields.get("p", "").split()
+        return {**fields, "pid": pid, "rooms": rooms, "granted": granted, "priors": priors}
 
     async def read_stream(self, after: tuple[int, int], upto: bytes) -> Prefetched | None:
         """The emit entries of the bus after ``after`` up to ``upto``, as journal entries; None
