@@ -365,7 +365,9 @@ class StreamManager(FanoutManager):
             finally:
                 for task in tasks:
                     task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                # bounded: a redis-py call that does not give way to cancellation must not hold
+                # the relink (or the shutdown) forever
+                await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
             for task in done:
                 task.result()
         finally:
