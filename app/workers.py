@@ -6,14 +6,18 @@ WebSocket transport is offered: Socket.IO long-polling needs every request of a 
 the same process, which SO_REUSEPORT does not guarantee.
 
 The parent process only supervises: it restarts a worker that dies, forwards SIGTERM/SIGINT for
-a graceful shutdown, and exits 2 if a worker reports a configuration error.
+a graceful shutdown, and exits 2 if a worker reports a configuration error. A worker whose
+supervisor vanished (SIGKILL, OOM killer) shuts itself down gracefully: nobody could stop or
+restart it any more, and it would go on holding the port.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
 import sys
 import time
@@ -29,11 +33,24 @@ RESTART_DELAY = 1.0
 STOP_TIMEOUT = 15.0
 
 
-def _worker_main(settings: Settings, index: int) -> None:
+PR_SET_PDEATHSIG = 1
+"""Linux prctl(2) option: the signal the kernel sends this process when its parent dies."""
+
+
+def _end_with_parent(supervisor: int) -> None:
+    """Have the kernel SIGTERM this worker when its supervisor dies (Linux; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != supervisor:  # it died before the request above took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker_main(settings: Settings, index: int, supervisor: int) -> None:
     from .cli import run_prepared
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _end_with_parent(supervisor)
     sys.exit(run_prepared(settings, reuse_port=True, announce=index == 0))
 
 
@@ -44,7 +61,9 @@ def run_workers(settings: Settings) -> int:
     stopping = False
 
     def start(index: int) -> None:
-        process = context.Process(target=_worker_main, args=(worker_settings, index), name=f"worker-{index}")
+        process = context.Process(
+            target=_worker_main, args=(worker_settings, index, os.getpid()), name=f"worker-{index}"
+        )
         process.start()
         processes[index] = process
         log.info("worker %d started (pid %d)", index, process.pid)

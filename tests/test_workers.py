@@ -55,3 +55,16 @@ async def test_long_polling_is_refused_with_workers(redis_server, gateway_factor
 def test_workers_without_redis_is_a_configuration_error(gateway_factory):
     with pytest.raises(RuntimeError, match="needs --redis-url"):
         gateway_factory(env={"WORKERS": "2"})
+
+
+async def test_workers_exit_when_their_supervisor_is_killed(redis_server, gateway_factory):
+    """A SIGKILLed supervisor must not leave workers serving the port with nobody to stop them."""
+    server = gateway_factory(env={"REDIS_URL": redis_server.url, "WORKERS": "2"})
+    workers = children(server.proc.pid)
+    assert len(workers) == 2
+    server.proc.kill()  # the supervisor alone (Gateway.kill would take its process group)
+    server.proc.wait(5)
+    deadline = asyncio.get_running_loop().time() + 20
+    while any(Path(f"/proc/{pid}").exists() for pid in workers):
+        assert asyncio.get_running_loop().time() < deadline, "workers outlived their supervisor"
+        await asyncio.sleep(0.1)
