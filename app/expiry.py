@@ -33,8 +33,9 @@ import redis.asyncio as redis
 from aiohttp import WSCloseCode
 
 from .auth import AuthError, Identity
+from .connection import Connection
 from .envelope import make_envelope
-from .handlers import ClientEvents, Connection
+from .handlers import ClientEvents
 from .transport.closing import disconnect_session
 
 log = logging.getLogger(__name__)

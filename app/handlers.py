@@ -21,7 +21,6 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import socketio
@@ -30,6 +29,7 @@ from .access import RoomAccess
 from .auth import Identity, TokenVerifier, token_from_request, user_room
 from .cluster.recovery_cluster import claim_elsewhere
 from .config import Settings
+from .connection import Connection, ConnectionListener, RoomCounts
 from .envelope import (
     BAD_REQUEST,
     FORBIDDEN,
@@ -48,7 +48,7 @@ from .envelope import (
 from .history import check_member, history_request
 from .metrics import ERRORS, EVENT_LATENCY, MESSAGES_RECEIVED, sent_counter
 from .ratelimit import TokenBucket
-from .recovery import Resumption, Session
+from .recovery import Resumption
 
 log = logging.getLogger(__name__)
 
@@ -65,59 +65,6 @@ BUCKET_ENVIRON_KEY = "gateway.bucket"
 :class:`~realtime_gateway.transport.ws_session.SessionSocket`); the connection's events share it."""
 TICKET_ENVIRON_KEY = "gateway.ticket"
 """The :class:`~realtime_gateway.transport.limits.Ticket` a transport took for its session before it was accepted."""
-
-
-@dataclass(eq=False, slots=True)
-class Connection:
-    """One client connection on this node."""
-
-    sid: str
-    identity: Identity
-    transport: str
-    bucket: TokenBucket
-    rooms: set[str] = field(default_factory=set)
-    connected_at: float = field(default_factory=time.time)
-    session: Session | None = None
-    resumed: Resumption | None = None
-    """Set until :meth:`ClientEvents.connected` has restored the session it recovered."""
-
-
-class RoomCounts:
-    """This node's client-joined rooms, with how many of its connections are in each.
-
-    ``watchers`` are called with a room when it gains its first member on this node or loses
-    its last (presence publishes the cluster's room figures from these)."""
-
-    __slots__ = ("members", "watchers")
-
-    def __init__(self) -> None:
-        self.members: dict[str, int] = {}
-        self.watchers: list[Callable[[str], None]] = []
-
-    def add(self, room: str) -> None:
-        count = self.members.get(room, 0)
-        self.members[room] = count + 1
-        if count == 0:
-            self._changed(room)
-
-    def discard(self, room: str) -> None:
-        count = self.members.pop(room, 0)
-        if count > 1:
-            self.members[room] = count - 1
-        elif count == 1:
-            self._changed(room)
-
-    def _changed(self, room: str) -> None:
-        for watcher in self.watchers:
-            watcher(room)
-
-
-class ConnectionListener(Protocol):
-    """Told about connections opening and closing on this node (presence, metrics, expiry)."""
-
-    async def connection_opened(self, connection: Connection) -> None: ...
-
-    async def connection_closed(self, connection: Connection) -> None: ...
 
 
 Handler = Callable[[Connection, Any], Awaitable[dict[str, Any]]]

@@ -31,8 +31,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .connection import Connection
 from .envelope import BAD_REQUEST, UNAVAILABLE, ProtocolError, make_envelope
-from .handlers import ClientEvents, Connection
+from .handlers import ClientEvents
 from .presence_watch import PresenceWatches, parse_user_ids
 
 log = logging.getLogger(__name__)

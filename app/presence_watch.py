@@ -27,8 +27,8 @@ from typing import Any
 import socketio
 
 from .config import PRESENCE_ANNOUNCE_MODES
+from .connection import Connection
 from .envelope import BAD_REQUEST, FORBIDDEN, ProtocolError
-from .handlers import Connection
 
 MAX_WATCHED = 1000
 """User ids one connection may watch (a room membership each)."""

@@ -32,7 +32,8 @@ from aiohttp import web
 from ..auth import api_key_matches
 from ..cluster.cluster_query import Gathered, NodeQueries, QueryError
 from ..config import Settings
-from ..handlers import ClientEvents, Connection
+from ..connection import Connection
+from ..handlers import ClientEvents
 from ..metrics import MESSAGES_RECEIVED, MESSAGES_SENT
 from ..presence import Presence
 from .http_errors import error_response
