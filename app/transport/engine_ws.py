@@ -104,10 +104,7 @@ class EngineSocket(SessionSocket):
                 await self._closer
             return
         polling.hand_over(self)
-        try:
-            await self.run()
-        finally:
-            await self.end()
+        await self.run()
 
     async def _probe(self, polling: PollingSocket) -> bool:
         """``2probe`` -> ``3probe``, pause the polling side, then ``5``; anything else fails."""

@@ -6,10 +6,12 @@ Both WebSocket protocols the gateway serves directly — plain JSON envelopes on
 ``eio.sockets``, so python-socketio's connect, event, emit and disconnect paths treat it like
 any other client and every emit reaches it with no special case in the caller.
 
-Per connection it costs one task (the reader's) and one timer handle (the connect deadline,
-until the client connects): no writer task, no queue, no task per inbound message. Once
-upgraded, the connection no longer belongs to aiohttp's request handler
-(:mod:`realtime_gateway.transport.ws_transport`), except a compressed one. Outbound frames go
+An idle connection costs no task and no timer handle of its own. Once upgraded, it no longer
+belongs to aiohttp's request handler (:mod:`realtime_gateway.transport.ws_transport`), except a
+compressed one. Inbound messages are handled as they arrive: the first one into an empty inbox
+starts a task that handles it and whatever arrives meanwhile, in order, and ends when the
+inbox is empty (:meth:`SessionSocket.wake`); a connection that is idle between messages holds
+nothing while it waits. The connect deadline is one timer handle until the client connects. Outbound frames go
 through a :class:`~realtime_gateway.transport.fanout.FrameWriter` (ordered, coalesced, bounded).
 The heartbeat (one timer wheel for every session, :mod:`realtime_gateway.transport.heartbeat`)
 sends the protocol's ping every ``ping_interval`` and closes the connection after
@@ -76,8 +78,8 @@ log = logging.getLogger(__name__)
 _S = TypeVar("_S", bound="SessionSocket")
 _FRAMES = (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.PONG)
 _PONG_OPCODE = 0xA
-_SERVING: set[asyncio.Task[None]] = set()
-"""The reader tasks of detached connections (the loop keeps only weak references to tasks)."""
+_STARTING: set[asyncio.Task[None]] = set()
+"""The tasks opening detached connections (the loop keeps only weak references to tasks)."""
 
 
 class OwnedWebSocketResponse(web.WebSocketResponse):
@@ -126,8 +128,11 @@ class SessionSocket:
     # one per connection: slots keep each a few hundred bytes smaller than a __dict__ would
     __slots__ = (
         "_closer",
+        "_environ",
+        "_handling",
         "_heartbeats",
         "_last_seen",
+        "_limits",
         "_reading",
         "_silence_limit",
         "bucket",
@@ -202,15 +207,15 @@ class SessionSocket:
         return ws, cls(sio, ws, request.transport, settings, **kwargs)
 
     async def keep(self, ws: web.WebSocketResponse | WsProtocol, work: Coroutine[Any, Any, None]) -> web.StreamResponse:
-        """Run ``work`` (the connection's life) and answer aiohttp: inside its handler for
-        aiohttp's own WebSocket, in a task of its own for a detached connection, whose handler
-        returns now."""
+        """Run ``work`` (the connection's opening, then its life) and answer aiohttp: inside its
+        handler for aiohttp's own WebSocket; in a task of its own for a detached connection,
+        whose handler returns now (the task ends once the session runs: see :meth:`run`)."""
         if isinstance(ws, web.WebSocketResponse):
             await work
             return ws
         task = asyncio.ensure_future(work)
-        _SERVING.add(task)
-        task.add_done_callback(_SERVING.discard)
+        _STARTING.add(task)
+        task.add_done_callback(_STARTING.discard)
         return detached_response()
 
     def __init__(
@@ -244,6 +249,9 @@ class SessionSocket:
         self._closer: asyncio.Task[None] | None = None
         self.connect_timer: asyncio.TimerHandle | None = None
         self._reading = False
+        self._handling: asyncio.Task[None] | None = None
+        self._environ: dict[str, Any] | None = None
+        self._limits: ConnectionLimits | None = None
 
     # -- what python-socketio / Engine.IO call ----------------------------------------------
 
@@ -320,31 +328,65 @@ class SessionSocket:
         raise NotImplementedError
 
     async def serve(self, environ: dict[str, Any], limits: ConnectionLimits | None) -> None:
-        """Run the connection until the client leaves, goes silent or is disconnected, then
-        give its connection-limit ticket back."""
+        """Register and open the session, then :meth:`run` it; when it ends, its
+        connection-limit ticket goes back."""
+        self._environ, self._limits = environ, limits
         self.sio.eio.sockets[self.sid] = self
         environ[BUCKET_ENVIRON_KEY] = self.bucket
         self._reading = True
         try:
             await self.sio._handle_eio_connect(self.sid, environ)
-            if await self.on_open(environ):
-                await self.run()
-        finally:
-            try:
-                await self.end()
-            finally:
-                release(limits, environ)
+            opened = await self.on_open(environ)
+        except BaseException:
+            await self.end()
+            raise
+        if opened:
+            await self.run()
+        else:
+            await self.end()
 
     async def run(self) -> None:
-        """Heartbeat and read until the connection ends (the session is registered)."""
+        """Heartbeat and read until the connection ends (the session is registered). For a
+        detached connection this returns at once: its messages are handled as they arrive."""
         self._last_seen = time.monotonic()
         self._reading = True
         self._heartbeats.arm(self)
-        await self._read()
+        ws = self.ws
+        if isinstance(ws, WsProtocol):
+            ws.on_readable = self.wake
+            self.wake()  # what arrived while the session was opening
+            return
+        try:
+            while await self.take(await ws.receive()):
+                pass
+        finally:
+            await self.end()
+
+    def wake(self) -> None:
+        """A message arrived in an empty inbox (or the stream ended): handle what is there, in a
+        task, unless one is handling messages already."""
+        if self._handling is None:
+            self._handling = asyncio.get_running_loop().create_task(self._handle_inbox())
+
+    async def _handle_inbox(self) -> None:
+        ws: WsProtocol = self.ws  # type: ignore[assignment]
+        try:
+            while (msg := ws.next_message()) is not None:
+                if not await self.take(msg):
+                    break
+            else:
+                return  # all handled: the next message starts a new task
+        except Exception:
+            log.exception("websocket eio_sid=%s: handling a message failed", self.sid)
+        finally:
+            self._handling = None
+        ws.on_readable = None  # the stream is over
+        await self.end()
 
     async def end(self) -> None:
         """The reader is done (the peer answered the close, closed, or vanished): close if that
-        has not happened yet, end the TCP connection, wait until python-socketio knows."""
+        has not happened yet, end the TCP connection, wait until python-socketio knows, give the
+        connection-limit ticket back."""
         self._reading = False
         self.shutdown(WSCloseCode.OK, "bye")
         self.frame_writer.finish()
@@ -355,29 +397,30 @@ class SessionSocket:
                 await asyncio.shield(self._closer)
         finally:
             self.closed = True
+            if self._environ is not None:
+                release(self._limits, self._environ)
 
-    async def _read(self) -> None:
-        """Read until the peer closes (or answers our close) or the transport ends; once closing,
-        frames are read but not acted on."""
-        ws = self.ws
+    async def take(self, msg: WSMessage) -> bool:
+        """Act on one inbound message; False at the end of the stream (the peer closed, or
+        answered our close, or the transport ended). Once closing, frames are read but not acted
+        on."""
+        kind = msg.type
+        if kind not in _FRAMES:  # CLOSE, CLOSING, CLOSED, ERROR
+            if kind == WSMsgType.ERROR:  # already closed with 1009/1002, through us
+                log.info("websocket eio_sid=%s closed: %s", self.sid, msg.data)
+            return False
+        if self.closing:
+            return True
+        self._last_seen = time.monotonic()
         bucket = self.bucket
-        while True:
-            msg = await ws.receive()
-            kind = msg.type
-            if kind not in _FRAMES:  # CLOSE, CLOSING, CLOSED, ERROR
-                if kind == WSMsgType.ERROR:  # already closed with 1009/1002, through us
-                    log.info("websocket eio_sid=%s closed: %s", self.sid, msg.data)
-                return
-            if self.closing:
-                continue
-            self._last_seen = time.monotonic()
-            bucket.charge()
-            if kind == WSMsgType.PING:
-                self.frame_writer.push(text_frame(msg.data, opcode=_PONG_OPCODE))
-            elif kind != WSMsgType.PONG:
-                await self.on_message(msg)
-            if bucket.settle():  # over the limit, and no event was refused for it
-                self.shutdown(WSCloseCode.POLICY_VIOLATION, "rate limit exceeded")
+        bucket.charge()
+        if kind == WSMsgType.PING:
+            self.frame_writer.push(text_frame(msg.data, opcode=_PONG_OPCODE))
+        elif kind != WSMsgType.PONG:
+            await self.on_message(msg)
+        if bucket.settle():  # over the limit, and no event was refused for it
+            self.shutdown(WSCloseCode.POLICY_VIOLATION, "rate limit exceeded")
+        return True
 
 
 def minimal_environ(request: web.Request, **extra: Any) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import sys
 from typing import Any
@@ -50,7 +51,12 @@ else:  # aiohttp's own dependency there
 
 QUEUE_LIMIT = 2**16
 """Bytes of parsed messages a connection may hold before its transport stops reading (aiohttp
-uses 256 KiB; the gateway reads every message at once, so this bounds only bursts)."""
+uses 256 KiB; messages are handled as they arrive, so this bounds only what piles up behind a
+handler that waits)."""
+
+MESSAGE_OVERHEAD = 128
+"""Bytes each waiting message counts for beyond its payload (aiohttp's figure), so that a flood
+of empty frames is bounded too."""
 
 _CLOSED = WSMessage(WSMsgType.CLOSED, None, None)
 
@@ -63,25 +69,56 @@ def wants_aiohttp(request: web.Request, compress: bool) -> bool:
     return not web.WebSocketResponse().can_prepare(request).ok
 
 
-class WsProtocol(asyncio.Protocol):
-    """The transport's protocol after the upgrade: bytes in go to aiohttp's frame parser, the
-    session reads the parsed messages with :meth:`receive` (the interface of
-    ``WebSocketResponse.receive`` with autoclose and autoping off)."""
+class WsProtocol(WebSocketDataQueue, asyncio.Protocol):
+    """The transport's protocol after the upgrade, and the inbox aiohttp's frame parser fills.
 
-    __slots__ = ("_parser", "_queue", "_reading_paused", "_transport", "on_close")
+    Bytes in go to the parser, which hands each complete message to :meth:`feed_data`. An idle
+    connection holds no task, no future and no buffer: messages wait in a list only while the
+    session has not taken them yet. The session takes them either as they arrive (it sets
+    :attr:`on_readable`, called when a message lands in an empty inbox or the stream ends,
+    and then calls :meth:`next_message` until it gets None) or, before it runs, by awaiting
+    :meth:`receive` (the upgrade's ``2probe`` / ``5``).
+
+    It is a ``WebSocketDataQueue`` because the compiled parser accepts no other type; none of
+    that class's state is used (its ``__init__`` is not called, so it allocates nothing): the
+    parser calls the three methods overridden here and reads ``_size`` and ``_limit``, which stay
+    0, so it never stalls itself. Flow control is ours: past ``QUEUE_LIMIT`` waiting bytes the
+    transport stops reading until the session has taken them all."""
+
+    __slots__ = (
+        "_ended",
+        "_inbox",
+        "_inbox_bytes",
+        "_inbox_next",
+        "_parser",
+        "_paused",
+        "_transport",
+        "_waiter",
+        "on_close",
+        "on_readable",
+    )
 
     def __init__(self, transport: asyncio.Transport, max_msg_size: int) -> None:
+        with contextlib.suppress(AttributeError):  # read-only (and 0) in the compiled queue
+            self._size = self._limit = 0  # the pure-Python one (AIOHTTP_NO_EXTENSIONS) has no defaults
         self._transport = transport
-        self._reading_paused = False
-        self._queue = WebSocketDataQueue(self, QUEUE_LIMIT, loop=asyncio.get_running_loop())
-        self._parser = WebSocketReader(self._queue, max_msg_size, compress=False, decode_text=True)
+        self._parser = WebSocketReader(self, max_msg_size, compress=False, decode_text=True)
+        self._inbox: list[WSMessage] | None = None
+        self._inbox_next = 0
+        self._inbox_bytes = 0
+        self._paused = False
+        self._ended: BaseException | None = None
+        """Why the stream ended, once it has: ``EofStream()`` or the parser's ``WebSocketError``."""
+        self._waiter: asyncio.Future[None] | None = None
         self.on_close: Any = None
         """``(code, reason)``: how the session closes (``SessionSocket.shutdown``)."""
+        self.on_readable: Any = None
+        """Called with no argument when there is something to take: set by a running session."""
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        self._parser.feed_data(data)  # a bad frame is queued as an exception, read in turn
+        self._parser.feed_data(data)  # a bad frame ends the stream with its error, taken in turn
 
     def eof_received(self) -> None:
         return None  # the transport closes; connection_lost follows
@@ -89,37 +126,82 @@ class WsProtocol(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._parser.feed_eof()
 
-    # -- flow control, called by the queue --------------------------------------------------
+    # -- what the parser calls ----------------------------------------------------------------
 
-    def pause_reading(self) -> None:
-        if not self._reading_paused and not self._transport.is_closing():
+    def feed_data(self, data: WSMessage, size: int) -> None:  # type: ignore[override]
+        if self._ended is not None:
+            return
+        inbox = self._inbox
+        if inbox is None:
+            self._inbox = [data]
+        else:
+            inbox.append(data)
+        self._inbox_bytes += size + MESSAGE_OVERHEAD
+        if self._inbox_bytes > QUEUE_LIMIT and not self._paused and not self._transport.is_closing():
             self._transport.pause_reading()
-            self._reading_paused = True
+            self._paused = True
+        if inbox is None:
+            self._readable()
 
-    def resume_reading(self) -> None:
-        if self._reading_paused and not self._transport.is_closing():
-            self._transport.resume_reading()
-        self._reading_paused = False
+    def feed_eof(self) -> None:
+        self._end(EofStream())
+
+    def set_exception(self, exc: BaseException, exc_cause: Any = None) -> None:  # type: ignore[override]
+        self._end(exc)
+
+    def _end(self, why: BaseException) -> None:
+        if self._ended is None:
+            self._ended = why
+            self._readable()
+
+    def _readable(self) -> None:
+        if self.on_readable is not None:
+            self.on_readable()
+        elif self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     # -- what the session calls -------------------------------------------------------------
 
+    def next_message(self) -> WSMessage | None:
+        """The next message, or None when none is waiting. At the end of the stream: CLOSED
+        (peer gone) or ERROR (a frame the protocol refuses, the exception as ``data``), each
+        after ``on_close`` was called with the close code, as aiohttp's ``receive`` does."""
+        inbox = self._inbox
+        if inbox is not None:
+            msg = inbox[self._inbox_next]
+            self._inbox_next += 1
+            if self._inbox_next == len(inbox):
+                self._inbox = None
+                self._inbox_next = self._inbox_bytes = 0
+                if self._paused:
+                    self._paused = False
+                    if not self._transport.is_closing():
+                        self._transport.resume_reading()
+            return msg
+        why = self._ended
+        if why is None:
+            return None
+        if isinstance(why, WebSocketError):
+            self.on_close(why.code, "")
+            return WSMessage(WSMsgType.ERROR, why, None)
+        self.on_close(WSCloseCode.OK, "")
+        return _CLOSED
+
     async def receive(self, timeout: float | None = None) -> WSMessage:
-        """The next message; CLOSED at the end of the stream and ERROR (the exception as
-        ``data``) for a frame the protocol refuses, each after ``on_close`` was called with the
-        close code, as aiohttp's ``receive`` does."""
-        try:
-            if timeout is None:
-                return await self._queue.read()
-            # not wait_for: its task would cost the reader two more loop iterations (the
-            # upgrade's "5" must be read before a poll that follows it on another connection)
-            async with _timeout(timeout):
-                return await self._queue.read()
-        except EofStream:
-            self.on_close(WSCloseCode.OK, "")
-            return _CLOSED
-        except WebSocketError as exc:
-            self.on_close(exc.code, "")
-            return WSMessage(WSMsgType.ERROR, exc, None)
+        """Wait for :meth:`next_message` (before the session runs: the upgrade's messages)."""
+        while (msg := self.next_message()) is None:
+            self._waiter = waiter = asyncio.get_running_loop().create_future()
+            try:
+                if timeout is None:
+                    await waiter
+                else:
+                    # not wait_for: its task would cost the reader two more loop iterations (the
+                    # upgrade's "5" must be read before a poll that follows it on another connection)
+                    async with _timeout(timeout):
+                        await waiter
+            finally:
+                self._waiter = None
+        return msg
 
 
 def detach(request: web.Request, max_msg_size: int) -> tuple[asyncio.Transport, WsProtocol] | None:
