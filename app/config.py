@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from .auth import prepared_key
 from .envelope import MAX_ROOM_NAME
 
 DEFAULT_PORT = 8087
@@ -127,6 +128,15 @@ class Settings:
                 f"--jwt-algorithms lists {', '.join(hs)}, which need --jwt-secret/JWT_SECRET; "
                 "the public key verifies RS*/ES*/PS*/EdDSA only (or drop the HS* algorithms)"
             )
+        for algorithm in self.jwt_algorithms:
+            hmac = algorithm.startswith("HS")
+            key = self.jwt_secret if hmac else self.jwt_public_key
+            if key:
+                try:
+                    prepared_key(algorithm, key)
+                except ValueError as exc:
+                    option = "--jwt-secret/JWT_SECRET" if hmac else "--jwt-public-key/JWT_PUBLIC_KEY"
+                    raise ConfigError(f"{option}: {exc}") from None
         if not 0 <= self.jwt_leeway <= MAX_JWT_LEEWAY:
             raise ConfigError(f"--jwt-leeway must be between 0 and {MAX_JWT_LEEWAY:g} seconds")
         self.jwt_audience = self.jwt_audience or None

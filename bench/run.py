@@ -53,6 +53,12 @@ def parse_args(argv=None):
     p.add_argument("--mixed-clients", type=int, default=1000, help="0 skips the mixed room")
     p.add_argument("--cluster-clients", type=int, default=1000, help="0 skips the cluster")
     p.add_argument("--connect-clients", type=ints, default=[1000, 5000])
+    p.add_argument(
+        "--ws-connect-clients",
+        type=ints,
+        default=[5000],
+        help="connect rate and idle memory of plain /ws clients (Node: a bare `ws` socket in the adapter)",
+    )
     p.add_argument("--ping-clients", type=int, default=100, help="0 skips ping")
     p.add_argument("--ping-seconds", type=float, default=3.0, help="ping and ack round trips")
     p.add_argument("--rooms-clients", type=int, default=2000, help="small rooms: clients (0 skips them)")
@@ -122,6 +128,7 @@ def parse_args(argv=None):
         opts.runs, opts.clients, opts.messages = 1, [20], 50
         opts.mixed_clients = opts.cluster_clients = opts.stock_clients = opts.polling_clients = 20
         opts.connect_clients, opts.ping_clients, opts.ping_seconds = [20], 20, 0.5
+        opts.ws_connect_clients = [20]
         opts.rooms_clients, opts.room_size, opts.rooms_messages, opts.latency_seconds = 20, 5, 3, 0.5
         opts.storm_clients = opts.watch_storm_clients = 20
         opts.quiet_wait = 0

@@ -13,6 +13,8 @@ import jwt
 import pytest
 import socketio
 from conftest import ROOT, free_port
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 20) -> subprocess.CompletedProcess[str]:
@@ -48,6 +50,12 @@ async def test_zero_config_start_prints_a_working_demo_token(gateway_factory, cl
 
 
 PEM_TEXT = "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n"
+RSA_PUBLIC_PEM = (
+    rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    .public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
 
 
 @pytest.mark.parametrize(
@@ -64,6 +72,8 @@ PEM_TEXT = "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n"
         (["--jwt-algorithms", "HS256,RS256", "--jwt-public-key", PEM_TEXT], {}, "need --jwt-secret"),
         (["--jwt-leeway", "3600"], {"JWT_SECRET": "s"}, "--jwt-leeway"),
         (["--protected-rooms", "x" * 129], {"JWT_SECRET": "s"}, "--protected-rooms"),
+        (["--jwt-algorithms", "ES256", "--jwt-public-key", RSA_PUBLIC_PEM], {}, "cannot verify ES256"),
+        ([], {"JWT_SECRET": RSA_PUBLIC_PEM}, "cannot verify HS256"),
     ],
     ids=[
         "cluster-without-secret",
@@ -77,6 +87,8 @@ PEM_TEXT = "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n"
         "hs256-with-public-key-only",
         "leeway-too-large",
         "protected-pattern-too-long",
+        "public-key-of-another-family",
+        "pem-key-as-hmac-secret",
     ],
 )
 def test_bad_configuration_is_one_line_and_exit_2(args, env, needle):

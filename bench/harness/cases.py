@@ -85,6 +85,26 @@ def build_cases(opts):
                 fresh_server=True,
             )
         )
+    for n in opts.ws_connect_clients:
+        cases.append(
+            Case(
+                f"connect-ws-{n}",
+                "connect",
+                {"clients": n, "client": "ws"},
+                (
+                    Row(f"connect {k(n)}, plain /ws", "conns_per_s", "connections/s"),
+                    Row(
+                        f"idle memory {k(n)}, plain /ws",
+                        "kb_per_conn",
+                        "KB per connection",
+                        higher_is_better=False,
+                        has_latency=False,
+                    ),
+                ),
+                needs_ws=True,
+                fresh_server=True,
+            )
+        )
     for n in opts.clients:
         m = messages_for(n, opts)
         cases.append(Case(f"fanout-{n}", "fanout", {"clients": n, "messages": m}, fanout_rows(f"fan-out {k(n)} x {m}")))
