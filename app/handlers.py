@@ -104,6 +104,8 @@ class ClientEvents:
         self.resumable = self.journal is not None and settings.recovery_window > 0
         self._meters: dict[str, tuple[Any, Any]] = {}
         """event label -> (received counter, handling-time histogram), looked up once per event."""
+        self.node = f"{socket.gethostname()}:{os.getpid()}"
+        """Which process serves a connection (in its welcome): useful behind a load balancer."""
         self.session_store = getattr(manager, "session_store", None)
         """Cluster only: sessions in Redis, resumable on any node (realtime_gateway.cluster.recovery_cluster)."""
 
@@ -175,8 +177,7 @@ class ClientEvents:
             "username": identity.username,
             "server_time": time.time(),
             "transport": connection.transport,
-            # which process serves this connection: useful behind a load balancer
-            "node": f"{socket.gethostname()}:{os.getpid()}",
+            "node": self.node,
         }
         if connection.session is not None:
             welcome["session"] = connection.session.pid
