@@ -57,7 +57,7 @@ def parse_args(argv=None):
         "--ws-connect-clients",
         type=ints,
         default=[5000],
-        help="connect rate and idle memory of plain /ws clients (Node: a bare `ws` socket in the adapter)",
+        help="connect rate and idle memory of plain /ws clients (Node: a bare `ws` socket in the adapter); 0 skips",
     )
     p.add_argument("--ping-clients", type=int, default=100, help="0 skips ping")
     p.add_argument("--ping-seconds", type=float, default=3.0, help="ping and ack round trips")

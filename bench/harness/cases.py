@@ -85,7 +85,7 @@ def build_cases(opts):
                 fresh_server=True,
             )
         )
-    for n in opts.ws_connect_clients:
+    for n in filter(None, opts.ws_connect_clients):  # 0 skips them
         cases.append(
             Case(
                 f"connect-ws-{n}",
