@@ -6,23 +6,26 @@ the request (headers, URL, payload), the ``WebSocketResponse`` and the handler's
 stay alive — about 14 KB of the 20 KB an idle connection cost (measured with tracemalloc,
 docs/benchmarks.md). :func:`detach` answers the upgrade itself and moves the transport to a
 :class:`WsProtocol` of ours: the handler returns at once and everything of aiohttp's is freed.
-What stays per connection is this protocol, aiohttp's own C frame parser and its message queue
-(masks, fragmentation, control frames, UTF-8 and the 1009 size limit behave exactly as before)
-and the session (:mod:`realtime_gateway.transport.ws_session`), which writes its frames itself through a
-:class:`~realtime_gateway.transport.fanout.FrameWriter`.
+What stays per connection is this protocol, aiohttp's own C frame parser (masks, fragmentation,
+control frames, UTF-8 and the 1009 size limit behave exactly as before) and the session
+(:mod:`realtime_gateway.transport.ws_session`), which writes its frames itself through a
+:class:`~realtime_gateway.transport.fanout.FrameWriter`. No task, future or buffer waits for the
+next message: the parser hands each message to the protocol, which wakes the session.
 
 Compressed connections (``--ws-compression`` and a client offering permessage-deflate) keep
 aiohttp's ``WebSocketResponse``: its parser inflates what they send. So does any request aiohttp
-would not upgrade (``WebSocketResponse.can_prepare``): its ``prepare`` gives the HTTP error.
+would not upgrade (:func:`upgradable` mirrors ``WebSocketResponse.can_prepare``): its
+``prepare`` gives the HTTP error.
 
 aiohttp interfaces relied on (pinned in pyproject.toml; exercised by tests/test_ws_transport.py,
 tests/test_hostile.py, tests/test_engine_ws.py, tests/test_plain_ws.py and the conformance suites):
 
 - ``aiohttp._websocket.reader.WebSocketReader(queue, max_msg_size, compress=, decode_text=)``
-  and ``WebSocketDataQueue(protocol, limit, loop=)`` (private module): the parser and queue
-  ``WebSocketResponse.prepare`` builds; the queue calls the protocol's ``pause_reading()`` /
-  ``resume_reading()`` and reads its ``_reading_paused``, and ``read()`` raises ``EofStream``
-  at the end and ``WebSocketError`` (with the close code) for a bad frame.
+  (private module): the parser ``WebSocketResponse.prepare`` builds. It takes only a
+  ``WebSocketDataQueue`` (the compiled parser types it), calls its ``feed_data(message, size)``,
+  ``feed_eof()`` and ``set_exception(exc)`` (``WebSocketError`` with the close code for a bad
+  frame), and reads its ``_size`` and ``_limit`` to stall itself; :class:`WsProtocol` is that
+  queue, overriding the three methods and leaving both numbers at 0.
 - ``RequestHandler._message_tail`` (private): bytes that arrived after the upgrade request.
 - Letting go of a connection: ``RequestHandler.transport = None`` then its ``connection_lost(None)``
   (the asyncio protocol method): aiohttp forgets the connection (its server's list, timers)
