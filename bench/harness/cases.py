@@ -103,6 +103,7 @@ def build_cases(opts):
                 ),
                 needs_ws=True,
                 fresh_server=True,
+                only=("node", "gateway", "baseline"),  # vanilla python-socketio has no /ws
             )
         )
     for n in opts.clients:
