@@ -19,8 +19,6 @@ time). When Redis cannot be reached the answer is this node's alone, with ``scop
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -65,7 +63,7 @@ class OperatorAPI:
         self.events = events
         self.presence = presence
         self.node_id = node_id
-        self.node_name = f"{socket.gethostname()}:{os.getpid()}"  # as in each client's welcome
+        self.node_name = events.node  # as in each client's welcome
         self.queries = NodeQueries(client, node_id, {"node": self._node, "rooms": self._rooms, "user": self._user})
 
     def routes(self) -> list[web.RouteDef]:

@@ -354,7 +354,8 @@ class SessionSocket:
         ws = self.ws
         if isinstance(ws, WsProtocol):
             ws.on_readable = self.wake
-            self.wake()  # what arrived while the session was opening
+            if ws.has_pending():  # what arrived while the session was opening
+                self.wake()
             return
         try:
             while await self.take(await ws.receive()):

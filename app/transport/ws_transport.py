@@ -183,6 +183,10 @@ class WsProtocol(WebSocketDataQueue, asyncio.Protocol):
 
     # -- what the session calls -------------------------------------------------------------
 
+    def has_pending(self) -> bool:
+        """Whether :meth:`next_message` has something to give (a message, or the end)."""
+        return self._inbox is not None or self._ended is not None
+
     def next_message(self) -> WSMessage | None:
         """The next message, or None when none is waiting. At the end of the stream: CLOSED
         (peer gone) or ERROR (a frame the protocol refuses, the exception as ``data``), each
